@@ -1,0 +1,218 @@
+//! The command line: `serve`, `check` and `sink`, and the exit codes (0 ok, 64 invalid
+//! config, 1 a runtime failure such as a port in use, 2 bad arguments).
+
+use crate::config::{self, units, Config, Errors};
+use crate::log::LogFormat;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Exit code for an invalid config (EX_USAGE, as linkerd does).
+pub const EXIT_CONFIG: i32 = 64;
+/// Exit code for a failure after the config was accepted.
+pub const EXIT_RUNTIME: i32 = 1;
+
+pub const DEFAULT_CONFIG_PATH: &str = "config/hookgate.yaml";
+/// The default config, compiled in, used when no `--config` is given and the default
+/// path does not exist, so `hookgate serve` runs anywhere.
+pub const EMBEDDED_CONFIG: &str = include_str!("../config/hookgate.yaml");
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookgate",
+    version,
+    about = "A verifying reverse proxy for webhooks"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+    /// Log level or filter (RUST_LOG overrides it).
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file [default: config/hookgate.yaml, else the embedded default]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config and print its route table (secrets masked).
+    Check {
+        /// Config file [default: config/hookgate.yaml, else the embedded default]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run a minimal upstream that answers every request (for demos and benchmarks).
+    Sink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Status to answer with.
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+        /// Print each request received.
+        #[arg(long)]
+        print: bool,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+}
+
+/// Where a config comes from, for messages.
+pub struct Source {
+    pub label: String,
+    pub text: Result<String, String>,
+}
+
+/// Reads the config named on the command line, or the default one.
+pub fn read_source(path: Option<&Path>) -> Source {
+    match path {
+        Some(p) => Source {
+            label: p.display().to_string(),
+            text: std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display())),
+        },
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            read_source(Some(Path::new(DEFAULT_CONFIG_PATH)))
+        }
+        None => Source {
+            label: "(embedded default config)".to_string(),
+            text: Ok(EMBEDDED_CONFIG.to_string()),
+        },
+    }
+}
+
+/// Loads and validates a config source, or formats every error.
+pub fn load(source: &Source) -> Result<Config, String> {
+    let env = |name: &str| std::env::var(name).ok();
+    let result = match &source.text {
+        Ok(text) => config::load_str(text, &env),
+        Err(e) => {
+            let mut errs = Errors::default();
+            errs.push("", e.clone());
+            Err(errs)
+        }
+    };
+    result.map_err(|errs| {
+        let n = errs.0.len();
+        let mut out = format!(
+            "{}: invalid config ({n} error{})\n",
+            source.label,
+            if n == 1 { "" } else { "s" }
+        );
+        for e in &errs.0 {
+            out.push_str(&format!("  {e}\n"));
+        }
+        out
+    })
+}
+
+/// The route table `check` prints. It shows where secrets come from, never what they are.
+pub fn render(config: &Config, label: &str) -> String {
+    let mut out = format!(
+        "{label}: OK ({} route{})\n",
+        config.routes.len(),
+        if config.routes.len() == 1 { "" } else { "s" }
+    );
+    let trusted: Vec<String> = config
+        .trusted_proxies
+        .nets()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    out.push_str(&format!(
+        "listen {} (http)  admin {}  workers {}  trusted_proxies {}\n\n",
+        config.listen,
+        config
+            .admin_listen
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".into()),
+        config.workers,
+        if trusted.is_empty() {
+            "none".to_string()
+        } else {
+            trusted.join(",")
+        }
+    ));
+    let mut rows = vec![[
+        "ROUTE",
+        "PATH",
+        "VERIFY",
+        "SECRETS",
+        "ALLOW_IPS",
+        "RATE_LIMIT",
+        "MAX_BODY",
+        "REJECT",
+        "UPSTREAM",
+        "TIMEOUT",
+    ]
+    .map(String::from)];
+    for r in &config.routes {
+        let path = match &r.host {
+            Some(h) => format!("{h}{}", r.path),
+            None => r.path.clone(),
+        };
+        let secrets = if r.secret_sources.is_empty() {
+            "-".to_string()
+        } else {
+            r.secret_sources
+                .iter()
+                .map(|s| format!("{s}=****"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let allow = match &r.allow_ips {
+            Some(set) => set
+                .nets()
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            None => "any".to_string(),
+        };
+        let rate = match &r.rate_limit {
+            Some(s) => format!(
+                "{}/s burst {} per {}",
+                s.per_second,
+                s.burst,
+                match s.key {
+                    config::RateKey::Route => "route",
+                    config::RateKey::ClientIp => "client_ip",
+                }
+            ),
+            None => "off".to_string(),
+        };
+        rows.push([
+            r.name.clone(),
+            path,
+            r.verifier.describe(),
+            secrets,
+            allow,
+            rate,
+            units::format_size(r.max_body),
+            r.reject_status.as_u16().to_string(),
+            r.upstream.url.clone(),
+            units::format_duration(r.upstream_timeout),
+        ]);
+    }
+    let widths: Vec<usize> = (0..10)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,919 @@
+//! Configuration in three steps: read the file, parse the text into a YAML tree
+//! ([`from_yaml`], the one place that knows the YAML library), and validate the tree into
+//! the runtime types below ([`validate`]), collecting *every* problem with its key path.
+//! Work that can be done here is: CIDRs parsed, secrets read and keyed, header names
+//! built, templates compiled, upstream URIs split.
+
+pub mod expand;
+pub mod tree;
+pub mod units;
+
+use crate::net::{parse_net, IpSet};
+use crate::verify::hmac::{Algorithm, Encoding, HmacScheme, HmacSpec};
+use crate::verify::template::{Part, Template};
+use crate::verify::{presets, Scheme, Verifier};
+use http::header::HeaderName;
+use http::uri::{Authority, Scheme as UriScheme};
+use http::{HeaderValue, StatusCode, Uri};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+pub use tree::{ConfigError, Errors};
+use tree::{MapReader, Node};
+
+/// Built-in defaults, used where neither the route nor `defaults` sets a value.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+pub const DEFAULT_REJECT_STATUS: u16 = 406;
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(4);
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+/// The largest body a route may accept: bodies are buffered to be verified.
+pub const MAX_BODY_LIMIT: u64 = 64 << 20;
+/// Upstream connection pool: idle connections kept per upstream host.
+pub const DEFAULT_POOL_MAX_IDLE: usize = 64;
+/// Below the keep-alive timeout of common upstream servers (Node.js 5 s, uvicorn 5 s),
+/// so that we close an idle connection before the upstream does and never race it.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    pub workers: usize,
+    pub trusted_proxies: IpSet,
+    pub pool: PoolSettings,
+    pub shutdown_grace: Duration,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolSettings {
+    pub max_idle_per_host: usize,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// One route, with every default applied.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub path: String,
+    /// If set, the route matches only requests for this host (lower case, no port).
+    pub host: Option<String>,
+    pub verifier: Verifier,
+    /// Where each secret came from (`env:NAME`, `file:PATH`, `inline`), for `check`.
+    pub secret_sources: Vec<String>,
+    pub allow_ips: Option<IpSet>,
+    pub rate_limit: Option<RateSpec>,
+    pub max_body: u64,
+    pub reject_status: StatusCode,
+    pub upstream: Upstream,
+    pub upstream_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSpec {
+    pub per_second: f64,
+    pub burst: u32,
+    pub key: RateKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateKey {
+    /// One budget for the whole route.
+    Route,
+    /// One budget per client IP.
+    ClientIp,
+}
+
+/// An upstream URL, split once so that a request only swaps in its query.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: String,
+    pub scheme: UriScheme,
+    pub authority: Authority,
+    /// The upstream's path and its own query, if any (`/expel`, `/in?src=gw`).
+    pub path_and_query: String,
+    /// The URI used when the request has no query (most webhooks): built once.
+    pub uri: Uri,
+    /// The Host header sent upstream.
+    pub host_header: HeaderValue,
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, Errors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let mut errs = Errors::default();
+        errs.push("", format!("cannot read {}: {e}", path.display()));
+        errs
+    })?;
+    let env = |name: &str| std::env::var(name).ok();
+    load_str(&text, &env)
+}
+
+/// Parses and validates config text, with `env` as the environment.
+pub fn load_str(text: &str, env: tree::Env<'_>) -> Result<Config, Errors> {
+    let value = from_yaml(text)?;
+    validate(&value, env)
+}
+
+/// The one function that knows the YAML library.
+pub fn from_yaml(text: &str) -> Result<serde_norway::Value, Errors> {
+    let mut value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
+        let mut errs = Errors::default();
+        let hint = if text.contains("[${") || text.contains(", ${") {
+            " (inside [ ], quote values that use ${VAR}: [\"${VAR}\"])"
+        } else {
+            ""
+        };
+        errs.push("", format!("invalid YAML: {e}{hint}"));
+        errs
+    })?;
+    value.apply_merge().map_err(|e| {
+        let mut errs = Errors::default();
+        errs.push("", format!("invalid YAML merge key: {e}"));
+        errs
+    })?;
+    Ok(value)
+}
+
+/// Values that `defaults` sets for every route.
+struct Defaults {
+    max_body: u64,
+    reject_status: StatusCode,
+    upstream_timeout: Duration,
+    rate_limit: Option<RateSpec>,
+}
+
+/// Turns the YAML tree into a [`Config`], or lists every problem in it.
+pub fn validate(value: &serde_norway::Value, env: tree::Env<'_>) -> Result<Config, Errors> {
+    let mut errs = Errors::default();
+    let root = Node::root(value, env);
+    if root.is_null() {
+        errs.push("", "the config is empty: it needs at least `routes`");
+        return Err(errs);
+    }
+    let Some(mut top) = root.map(&mut errs) else {
+        return Err(errs);
+    };
+
+    let listen = top
+        .get("listen")
+        .and_then(|n| n.node().parsed(&mut errs, parse_addr))
+        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+    let workers = match top.get("workers") {
+        Some(n) => n.node().u64(&mut errs).and_then(|w| {
+            if (1..=1024).contains(&w) {
+                Some(w as usize)
+            } else {
+                n.node().err(&mut errs, "must be between 1 and 1024");
+                None
+            }
+        }),
+        None => None,
+    }
+    .unwrap_or_else(default_workers);
+
+    let mut admin_listen = None;
+    if let Some(admin) = top.get("admin") {
+        if let Some(mut m) = admin.node().map(&mut errs) {
+            admin_listen = m
+                .require("listen", &mut errs)
+                .and_then(|n| n.node().parsed(&mut errs, parse_addr));
+            m.finish(&mut errs);
+        }
+    }
+    if admin_listen.is_some() && admin_listen == Some(listen) {
+        errs.push("admin.listen", "must differ from `listen`");
+    }
+
+    let trusted_proxies = top
+        .get("trusted_proxies")
+        .and_then(|n| read_ip_list(n.node(), &mut errs, true))
+        .unwrap_or_default();
+
+    let pool = read_pool(&mut top, &mut errs);
+    let shutdown_grace = top
+        .get("shutdown_grace")
+        .and_then(|n| n.node().parsed(&mut errs, units::parse_duration))
+        .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+
+    top.not_yet("tls", "TLS termination (`tls`)", &mut errs);
+    top.not_yet("store", "the durable store (`store`)", &mut errs);
+    top.not_yet("cluster", "cluster mode (`cluster`)", &mut errs);
+
+    let defaults = read_defaults(&mut top, &mut errs);
+
+    let mut routes = Vec::new();
+    if let Some(list) = top.require("routes", &mut errs) {
+        if let Some(items) = list.node().list(&mut errs) {
+            if items.is_empty() {
+                list.node().err(&mut errs, "needs at least one route");
+            }
+            for item in &items {
+                if let Some(route) = read_route(item.node(), &defaults, &mut errs) {
+                    routes.push(route);
+                }
+            }
+        }
+    }
+    top.finish(&mut errs);
+    check_route_conflicts(&routes, &mut errs);
+
+    if errs.is_empty() {
+        Ok(Config {
+            listen,
+            admin_listen,
+            workers,
+            trusted_proxies,
+            pool,
+            shutdown_grace,
+            routes,
+        })
+    } else {
+        Err(errs)
+    }
+}
+
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse::<SocketAddr>().map_err(|_| {
+        format!("{s:?} is not an address with a port (e.g. \"127.0.0.1:8080\" or \"[::]:8443\")")
+    })
+}
+
+fn read_ip_list(node: Node<'_>, errs: &mut Errors, allow_empty: bool) -> Option<IpSet> {
+    let nets = node.each(errs, |n, e| n.parsed(e, parse_net))?;
+    if nets.is_empty() && !allow_empty {
+        node.err(
+            errs,
+            "an empty list would refuse every request; remove the key to allow every address",
+        );
+        return None;
+    }
+    Some(IpSet::new(nets))
+}
+
+fn read_pool(top: &mut MapReader<'_>, errs: &mut Errors) -> PoolSettings {
+    let mut pool = PoolSettings {
+        max_idle_per_host: DEFAULT_POOL_MAX_IDLE,
+        idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+    };
+    let Some(node) = top.get("upstream_pool") else {
+        return pool;
+    };
+    let Some(mut m) = node.node().map(errs) else {
+        return pool;
+    };
+    if let Some(n) = m.get("max_idle_per_host").and_then(|n| n.node().u64(errs)) {
+        pool.max_idle_per_host = n as usize;
+    }
+    if let Some(d) = m
+        .get("idle_timeout")
+        .and_then(|n| n.node().parsed(errs, units::parse_duration))
+    {
+        pool.idle_timeout = d;
+    }
+    if let Some(n) = m.get("connect_timeout") {
+        if let Some(d) = n.node().parsed(errs, units::parse_duration) {
+            if d.is_zero() {
+                n.node().err(errs, "must be more than zero");
+            } else {
+                pool.connect_timeout = d;
+            }
+        }
+    }
+    m.finish(errs);
+    pool
+}
+
+fn read_defaults(top: &mut MapReader<'_>, errs: &mut Errors) -> Defaults {
+    let mut d = Defaults {
+        max_body: DEFAULT_MAX_BODY,
+        reject_status: StatusCode::from_u16(DEFAULT_REJECT_STATUS).expect("valid"),
+        upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+        rate_limit: None,
+    };
+    let Some(node) = top.get("defaults") else {
+        return d;
+    };
+    let Some(mut m) = node.node().map(errs) else {
+        return d;
+    };
+    if let Some(v) = m
+        .get("max_body")
+        .and_then(|n| read_max_body(n.node(), errs))
+    {
+        d.max_body = v;
+    }
+    if let Some(v) = m
+        .get("reject_status")
+        .and_then(|n| read_reject_status(n.node(), errs))
+    {
+        d.reject_status = v;
+    }
+    if let Some(v) = m
+        .get("upstream_timeout")
+        .and_then(|n| read_timeout(n.node(), errs))
+    {
+        d.upstream_timeout = v;
+    }
+    if let Some(n) = m.get("rate_limit") {
+        d.rate_limit = read_rate_limit(n.node(), errs).flatten();
+    }
+    m.finish(errs);
+    d
+}
+
+fn read_max_body(node: Node<'_>, errs: &mut Errors) -> Option<u64> {
+    let size = node.parsed(errs, units::parse_size)?;
+    if size == 0 || size > MAX_BODY_LIMIT {
+        node.err(
+            errs,
+            format!(
+                "must be between 1B and {}",
+                units::format_size(MAX_BODY_LIMIT)
+            ),
+        );
+        return None;
+    }
+    Some(size)
+}
+
+fn read_reject_status(node: Node<'_>, errs: &mut Errors) -> Option<StatusCode> {
+    let code = node.u64(errs)?;
+    if !(400..=499).contains(&code) {
+        node.err(
+            errs,
+            "must be a 4xx status (a 5xx would make senders retry forged deliveries)",
+        );
+        return None;
+    }
+    StatusCode::from_u16(code as u16).ok()
+}
+
+fn read_timeout(node: Node<'_>, errs: &mut Errors) -> Option<Duration> {
+    let d = node.parsed(errs, units::parse_duration)?;
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        node.err(errs, "must be more than zero and at most 1h");
+        return None;
+    }
+    Some(d)
+}
+
+/// `Some(None)` is an explicit `rate_limit: off`.
+fn read_rate_limit(node: Node<'_>, errs: &mut Errors) -> Option<Option<RateSpec>> {
+    if let serde_norway::Value::String(s) = node.value {
+        if s == "off" {
+            return Some(None);
+        }
+    }
+    if let serde_norway::Value::Bool(false) = node.value {
+        return Some(None);
+    }
+    let mut m = node.map(errs)?;
+    let per_second = m.require("per_second", errs).and_then(|n| {
+        let v = n.node().f64(errs)?;
+        if !(v > 0.0 && v <= 1e9) {
+            n.node().err(errs, "must be more than 0");
+            return None;
+        }
+        Some(v)
+    });
+    let burst = match m.get("burst") {
+        Some(n) => n.node().u64(errs).and_then(|b| {
+            if (1..=u32::MAX as u64).contains(&b) {
+                Some(b as u32)
+            } else {
+                n.node().err(errs, "must be at least 1");
+                None
+            }
+        }),
+        None => per_second.map(|p| p.ceil().max(1.0) as u32),
+    };
+    let key = match m.get("key") {
+        Some(n) => n.node().parsed(errs, |s| match s {
+            "route" => Ok(RateKey::Route),
+            "client_ip" => Ok(RateKey::ClientIp),
+            _ => Err(format!("unknown key {s:?} (use route or client_ip)")),
+        }),
+        None => Some(RateKey::Route),
+    };
+    m.finish(errs);
+    Some(Some(RateSpec {
+        per_second: per_second?,
+        burst: burst?,
+        key: key?,
+    }))
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn read_route(node: Node<'_>, defaults: &Defaults, errs: &mut Errors) -> Option<Route> {
+    let before = errs.0.len();
+    let mut m = node.map(errs)?;
+    let name = m.require("name", errs).and_then(|n| {
+        n.node().parsed(errs, |s| {
+            if valid_name(s) {
+                Ok(s.to_string())
+            } else {
+                Err(format!(
+                    "{s:?} is not a valid route name (1-64 letters, digits, '-', '_' or '.')"
+                ))
+            }
+        })
+    });
+    let path = m.require("path", errs).and_then(|n| {
+        n.node().parsed(errs, |s| {
+            if !s.starts_with('/') {
+                Err(format!("{s:?} must start with '/'"))
+            } else if s.contains(['?', '#'])
+                || s.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                Err(format!(
+                    "{s:?} must be a plain path (no query, fragment or spaces)"
+                ))
+            } else {
+                Ok(s.to_string())
+            }
+        })
+    });
+    let host = m.get("host").and_then(|n| {
+        n.node().parsed(errs, |s| {
+            let h = s.trim().to_ascii_lowercase();
+            if h.is_empty() || h.contains(['/', ' ', ':']) {
+                Err(format!(
+                    "{s:?} is not a host name (no scheme, port or path)"
+                ))
+            } else {
+                Ok(h)
+            }
+        })
+    });
+    let verify = m
+        .require("verify", errs)
+        .and_then(|n| read_verify(n.node(), errs));
+    let allow_ips = m
+        .get("allow_ips")
+        .and_then(|n| read_ip_list(n.node(), errs, false));
+    let rate_limit = match m.get("rate_limit") {
+        Some(n) => read_rate_limit(n.node(), errs).flatten(),
+        None => defaults.rate_limit,
+    };
+    let max_body = m
+        .get("max_body")
+        .map(|n| read_max_body(n.node(), errs))
+        .unwrap_or(Some(defaults.max_body));
+    let reject_status = m
+        .get("reject_status")
+        .map(|n| read_reject_status(n.node(), errs))
+        .unwrap_or(Some(defaults.reject_status));
+    let upstream = m
+        .require("upstream", errs)
+        .and_then(|n| n.node().parsed(errs, parse_upstream));
+    let upstream_timeout = m
+        .get("upstream_timeout")
+        .map(|n| read_timeout(n.node(), errs))
+        .unwrap_or(Some(defaults.upstream_timeout));
+    if let Some(n) = m.get("delivery") {
+        n.node().parsed(errs, |s| match s {
+            "sync" => Ok(()),
+            "queued" => Err("delivery: queued (the durable store) is not supported yet by this version of hookgate; use sync".to_string()),
+            _ => Err(format!("unknown delivery mode {s:?} (use sync)")),
+        });
+    }
+    m.not_yet("dedup", "replay protection (`dedup`)", errs);
+    m.not_yet("retry", "retries of queued deliveries (`retry`)", errs);
+    m.finish(errs);
+
+    if errs.0.len() != before {
+        return None;
+    }
+    let (verifier, secret_sources) = verify?;
+    Some(Route {
+        name: name?,
+        path: path?,
+        host,
+        verifier,
+        secret_sources,
+        allow_ips,
+        rate_limit,
+        max_body: max_body?,
+        reject_status: reject_status?,
+        upstream: upstream?,
+        upstream_timeout: upstream_timeout?,
+    })
+}
+
+fn check_route_conflicts(routes: &[Route], errs: &mut Errors) {
+    for (i, r) in routes.iter().enumerate() {
+        for (j, other) in routes[..i].iter().enumerate() {
+            if r.name == other.name {
+                errs.push(
+                    &format!("routes[{i}].name"),
+                    format!("duplicate route name {:?} (also routes[{j}])", r.name),
+                );
+            }
+            if r.path == other.path && r.host == other.host {
+                errs.push(
+                    &format!("routes[{i}].path"),
+                    format!(
+                        "{:?} is already served by routes[{j}] ({})",
+                        r.path, other.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    let uri: Uri = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a valid URL: {e}"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| format!("{s:?} needs a scheme, e.g. http://127.0.0.1:9000/hook"))?;
+    if scheme == UriScheme::HTTPS {
+        return Err(
+            "https upstreams are not supported yet by this version of hookgate; use http".into(),
+        );
+    }
+    if scheme != UriScheme::HTTP {
+        return Err(format!("{s:?}: the scheme must be http"));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{s:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("{s:?}: credentials in the URL are not supported"));
+    }
+    let path_and_query = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let uri = Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query(path_and_query.as_str())
+        .build()
+        .map_err(|e| format!("{s:?} is not a valid URL: {e}"))?;
+    let host_header =
+        HeaderValue::from_str(authority.as_str()).map_err(|_| format!("{s:?}: invalid host"))?;
+    Ok(Upstream {
+        url: s.trim().to_string(),
+        scheme,
+        authority,
+        path_and_query,
+        uri,
+        host_header,
+    })
+}
+
+fn header_name(s: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(s.trim().as_bytes())
+        .map_err(|_| format!("{s:?} is not a valid header name"))
+}
+
+/// Reads a route's `verify` section into a verifier and the list of secret sources.
+fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<String>)> {
+    let before = errs.0.len();
+    let mut m = node.map(errs)?;
+    let path = m.path().to_string();
+
+    let preset_node = m.get("preset");
+    let preset_id = preset_node.as_ref().and_then(|n| n.node().string(errs));
+    let none = match m.get("none") {
+        Some(n) => match n.node().bool(errs) {
+            Some(true) => true,
+            Some(false) => {
+                n.node().err(
+                    errs,
+                    "`none: false` has no meaning; remove it and choose a preset or hmac",
+                );
+                false
+            }
+            None => false,
+        },
+        None => false,
+    };
+    let hmac_node = m.get("hmac");
+    let secrets_node = m.get("secrets");
+    let files_node = m.get("secret_files");
+    let tolerance = m
+        .get("tolerance")
+        .and_then(|n| n.node().parsed(errs, units::parse_duration));
+    m.not_yet("url", "verify.url (URL-signing schemes)", errs);
+    m.not_yet("public_key", "verify.public_key (public-key schemes)", errs);
+    m.not_yet("verify_token", "verify.verify_token (handshakes)", errs);
+    m.finish(errs);
+
+    // Which scheme: exactly one of preset, none, hmac (hmac may also refine a preset).
+    let none = none || preset_id.as_deref() == Some("none");
+    let preset = match preset_id.as_deref() {
+        Some("none") | None => None,
+        Some(id) => match presets::find(id) {
+            Some(p) => Some(p),
+            None => {
+                let n = preset_node.as_ref().expect("id came from it").node();
+                if presets::PLANNED.contains(&id) {
+                    n.err(errs, format!("preset {id:?} is not supported yet by this version of hookgate (supported: {})", presets::ids().join(", ")));
+                } else {
+                    n.err(
+                        errs,
+                        format!(
+                            "unknown preset {id:?} (supported: {})",
+                            presets::ids().join(", ")
+                        ),
+                    );
+                }
+                return None;
+            }
+        },
+    };
+    if none {
+        if hmac_node.is_some() || (preset_id.is_some() && preset_id.as_deref() != Some("none")) {
+            errs.push(&path, "`none` cannot be combined with a preset or hmac");
+        }
+        for (n, key) in [(&secrets_node, "secrets"), (&files_node, "secret_files")] {
+            if let Some(n) = n {
+                n.node().err(errs, format!("a route with `none` verifies nothing, so `{key}` would be ignored; remove it"));
+            }
+        }
+        if tolerance.is_some() {
+            errs.push(
+                &format!("{path}.tolerance"),
+                "a route with `none` has no timestamp to check",
+            );
+        }
+        if errs.0.len() != before {
+            return None;
+        }
+        return Some((Verifier::new(Scheme::None, "none".into()), Vec::new()));
+    }
+    if preset.is_none() && hmac_node.is_none() {
+        errs.push(
+            &path,
+            format!(
+                "choose how to verify: `preset` (one of {}), `hmac: {{…}}`, or `none: true`",
+                presets::ids().join(", ")
+            ),
+        );
+        return None;
+    }
+
+    let spec = read_hmac(
+        preset,
+        hmac_node.as_ref().map(|n| n.node()),
+        tolerance,
+        &path,
+        errs,
+    );
+    let (secrets, sources) = read_secrets(
+        secrets_node.as_ref().map(|n| n.node()),
+        files_node.as_ref().map(|n| n.node()),
+        &path,
+        errs,
+    );
+    if errs.0.len() != before {
+        return None;
+    }
+    let spec = spec?;
+    let name = match (preset, hmac_node.is_some()) {
+        (Some(p), false) => p.id.to_string(),
+        (Some(p), true) => format!("{}+custom", p.id),
+        (None, _) => format!("hmac-{}", spec.algorithm.name()),
+    };
+    Some((
+        Verifier::new(
+            Scheme::Hmac(Box::new(HmacScheme::new(spec, &secrets))),
+            name,
+        ),
+        sources,
+    ))
+}
+
+/// Builds the HMAC spec: the preset's values, then any field of `hmac` over them.
+fn read_hmac(
+    preset: Option<&presets::Preset>,
+    hmac: Option<Node<'_>>,
+    tolerance: Option<Duration>,
+    verify_path: &str,
+    errs: &mut Errors,
+) -> Option<HmacSpec> {
+    let mut algorithm = preset.map(|p| p.algorithm).unwrap_or(Algorithm::Sha256);
+    let mut header = preset.map(|p| p.header.to_string());
+    let mut prefix = preset.map(|p| p.prefix.to_string()).unwrap_or_default();
+    let mut prefix_optional = preset.is_some_and(|p| p.prefix_optional);
+    let mut encoding = preset.map(|p| p.encoding).unwrap_or(Encoding::Hex);
+    let mut signed = preset
+        .map(|p| p.signed.to_string())
+        .unwrap_or_else(|| "{body}".into());
+    let mut timestamp_header = preset.and_then(|p| p.timestamp_header).map(str::to_string);
+    let mut id_header = preset.and_then(|p| p.id_header).map(str::to_string);
+    let mut tol = preset
+        .map(|p| Duration::from_secs(p.tolerance_secs))
+        .unwrap_or(DEFAULT_TOLERANCE);
+    let mut signed_path = format!("{verify_path}.hmac.signed");
+
+    if let Some(node) = hmac {
+        let mut m = node.map(errs)?;
+        if let Some(a) = m
+            .get("algorithm")
+            .and_then(|n| n.node().parsed(errs, Algorithm::parse))
+        {
+            algorithm = a;
+        }
+        if let Some(h) = m.get("header").and_then(|n| n.node().non_empty(errs)) {
+            header = Some(h);
+        }
+        if let Some(p) = m.get("prefix").and_then(|n| n.node().string(errs)) {
+            prefix = p;
+        }
+        if let Some(b) = m.get("prefix_optional").and_then(|n| n.node().bool(errs)) {
+            prefix_optional = b;
+        }
+        if let Some(e) = m
+            .get("encoding")
+            .and_then(|n| n.node().parsed(errs, Encoding::parse))
+        {
+            encoding = e;
+        }
+        if let Some(n) = m.get("signed") {
+            signed_path = n.path.clone();
+            if let Some(s) = n.node().string(errs) {
+                signed = s;
+            }
+        }
+        if let Some(t) = m
+            .get("timestamp_header")
+            .and_then(|n| n.node().non_empty(errs))
+        {
+            timestamp_header = Some(t);
+        }
+        if let Some(t) = m.get("id_header").and_then(|n| n.node().non_empty(errs)) {
+            id_header = Some(t);
+        }
+        m.finish(errs);
+    }
+    if let Some(t) = tolerance {
+        tol = t;
+    }
+
+    let hmac_path = format!("{verify_path}.hmac");
+    let header = match header {
+        Some(h) => match header_name(&h) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                errs.push(&format!("{hmac_path}.header"), e);
+                None
+            }
+        },
+        None => {
+            errs.push(
+                &format!("{hmac_path}.header"),
+                "is required: the header that carries the signature",
+            );
+            None
+        }
+    };
+    let template = match Template::compile(&signed) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errs.push(&signed_path, e);
+            None
+        }
+    };
+    let ts_name = timestamp_header
+        .as_deref()
+        .map(header_name)
+        .transpose()
+        .unwrap_or_else(|e| {
+            errs.push(&format!("{hmac_path}.timestamp_header"), e);
+            None
+        });
+    let id_name = id_header
+        .as_deref()
+        .map(header_name)
+        .transpose()
+        .unwrap_or_else(|e| {
+            errs.push(&format!("{hmac_path}.id_header"), e);
+            None
+        });
+    if let Some(t) = &template {
+        if t.uses(&Part::Timestamp) && ts_name.is_none() && timestamp_header.is_none() {
+            errs.push(
+                &signed_path,
+                "uses {timestamp}: set hmac.timestamp_header to the header that carries it",
+            );
+        }
+        if t.uses(&Part::Id) && id_name.is_none() && id_header.is_none() {
+            errs.push(
+                &signed_path,
+                "uses {id}: set hmac.id_header to the header that carries it",
+            );
+        }
+        if ts_name.is_some() && !t.uses(&Part::Timestamp) {
+            errs.push(
+                &format!("{hmac_path}.timestamp_header"),
+                "the template does not sign {timestamp}, so an attacker could change it: add {timestamp} to `signed`",
+            );
+        }
+    }
+    if tolerance.is_some() && ts_name.is_none() {
+        errs.push(
+            &format!("{verify_path}.tolerance"),
+            "this scheme carries no timestamp to check",
+        );
+    }
+    Some(HmacSpec {
+        algorithm,
+        header: header?,
+        prefix,
+        prefix_optional,
+        encoding,
+        template: template?,
+        timestamp_header: ts_name,
+        id_header: id_name,
+        tolerance: tol,
+    })
+}
+
+/// Reads `secrets` and `secret_files`; every secret must be non-empty.
+fn read_secrets(
+    inline: Option<Node<'_>>,
+    files: Option<Node<'_>>,
+    verify_path: &str,
+    errs: &mut Errors,
+) -> (Vec<Vec<u8>>, Vec<String>) {
+    let mut secrets = Vec::new();
+    let mut sources = Vec::new();
+    if let Some(node) = inline {
+        if let Some(items) = node.list(errs) {
+            for item in &items {
+                let n = item.node();
+                let Some(raw) = n.raw_str(errs) else { continue };
+                if let Some(s) = n.string(errs) {
+                    if s.is_empty() {
+                        n.err(errs, "is empty");
+                    } else {
+                        secrets.push(s.into_bytes());
+                        sources.push(expand::describe_source(&raw));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(node) = files {
+        if let Some(items) = node.list(errs) {
+            for item in &items {
+                let n = item.node();
+                let Some(path) = n.non_empty(errs) else {
+                    continue;
+                };
+                match std::fs::read(&path) {
+                    Ok(mut bytes) => {
+                        // Files written by `echo` end in a newline that is not part of the secret.
+                        if bytes.ends_with(b"\n") {
+                            bytes.pop();
+                            if bytes.ends_with(b"\r") {
+                                bytes.pop();
+                            }
+                        }
+                        if bytes.is_empty() {
+                            n.err(errs, format!("{path} is empty"));
+                        } else {
+                            secrets.push(bytes);
+                            sources.push(format!("file:{path}"));
+                        }
+                    }
+                    Err(e) => n.err(errs, format!("cannot read {path}: {e}")),
+                }
+            }
+        }
+    }
+    if secrets.is_empty() && !errs.0.iter().any(|e| e.path.starts_with(verify_path)) {
+        errs.push(
+            verify_path,
+            "needs at least one secret in `secrets` or `secret_files`",
+        );
+    }
+    (secrets, sources)
+}

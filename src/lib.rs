@@ -1,0 +1,29 @@
+//! hookgate: a receiver-side webhook gateway. It terminates the sender's connection,
+//! throws away everything that is not a genuine, fresh, well-formed delivery, answers each
+//! sender with the status its retry contract expects, and forwards the exact payload to an
+//! internal upstream.
+//!
+//! # Layout
+//! - [`config`]: read → parse ([`config::from_yaml`]) → validate into runtime types, with
+//!   every error's key path; units and `${VAR}` expansion.
+//! - [`pipeline`]: the stages as pure functions (route, method, client IP, allowlist,
+//!   rate limit, size) and the one [`pipeline::Reject`] type.
+//! - [`verify`]: signature schemes (the generic HMAC verifier, its compiled template) and
+//!   the preset table.
+//! - [`forward`]: header rewriting, upstream URI, status mapping and the pooled client.
+//! - [`server`]: the listener, the outer and inner request handler, graceful drain.
+//! - [`admin`]: `/healthz` and `/readyz` on their own port.
+//! - [`log`]: tracing setup and the access-log line.
+//! - [`cli`]: the command line; [`sink`]: a minimal upstream for demos and benchmarks.
+//! - [`net`]: CIDR sets.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod forward;
+pub mod log;
+pub mod net;
+pub mod pipeline;
+pub mod server;
+pub mod sink;
+pub mod verify;

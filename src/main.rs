@@ -1,0 +1,107 @@
+//! The `hookgate` binary: parse arguments, start logging, load the config, call the library.
+
+use clap::Parser;
+use hookgate::cli::{self, Cli, Command, EXIT_CONFIG, EXIT_RUNTIME};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    match args.command {
+        Command::Check { config } => {
+            let source = cli::read_source(config.as_deref());
+            match cli::load(&source) {
+                Ok(cfg) => {
+                    print!("{}", cli::render(&cfg, &source.label));
+                    ExitCode::SUCCESS
+                }
+                Err(msg) => {
+                    eprint!("{msg}");
+                    ExitCode::from(EXIT_CONFIG as u8)
+                }
+            }
+        }
+        Command::Serve { config } => {
+            let source = cli::read_source(config.as_deref());
+            // The config is validated before any port is bound or thread started.
+            let cfg = match cli::load(&source) {
+                Ok(cfg) => cfg,
+                Err(msg) => {
+                    eprint!("{msg}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
+            let _guard = hookgate::log::init(args.log_format, &args.log_level);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cfg.workers)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the runtime");
+                    return ExitCode::from(EXIT_RUNTIME as u8);
+                }
+            };
+            runtime.block_on(async move {
+                let listeners = match hookgate::server::bind(&cfg).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        return ExitCode::from(EXIT_RUNTIME as u8);
+                    }
+                };
+                tracing::info!(
+                    config = %source.label,
+                    listen = %listeners.public.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                    admin = %listeners.admin.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+                    workers = cfg.workers,
+                    routes = cfg.routes.len(),
+                    "hookgate listening"
+                );
+                let report = hookgate::server::run(cfg, listeners, shutdown_signal()).await;
+                tracing::info!(cut = report.cut, "hookgate stopped");
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Sink {
+            listen,
+            status,
+            print,
+            workers,
+        } => {
+            let Ok(status) = http::StatusCode::from_u16(status) else {
+                eprintln!("--status {status} is not an HTTP status");
+                return ExitCode::from(2);
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers.max(1))
+                .enable_all()
+                .build()
+                .expect("runtime");
+            match runtime.block_on(hookgate::sink::run(listen, status, print)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sink: {e}");
+                    ExitCode::from(EXIT_RUNTIME as u8)
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,502 @@
+//! The public listener and the request handler. [`Gateway`] holds everything built from
+//! the config (route table, verifiers, limiters, the upstream client); [`Gateway::handle`]
+//! is the outer layer (request id, error → response, the one access-log line) around
+//! [`Gateway::handle_inner`], which runs the stages in order. [`serve`] takes an already
+//! bound listener and a shutdown future, so tests run it on port 0.
+
+use crate::config::{Config, Route};
+use crate::forward::{self, ForwardInfo, UpstreamClient, X_REQUEST_ID};
+use crate::log::AccessLog;
+use crate::net::IpSet;
+use crate::pipeline::rate::RateLimiter;
+use crate::pipeline::route::RouteTable;
+use crate::pipeline::{self, body, client_ip, Reject};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::{Body as _, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// How long a client may take to send its request head (slowloris guard).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its whole body once the head has arrived.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request head hyper buffers (see ../shared/hardening.md).
+pub const MAX_HEAD_BUF: usize = 64 * 1024;
+/// HTTP/2 (h2c) limits.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+pub const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+/// How often idle per-client rate-limit entries are forgotten.
+pub const RATE_PRUNE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// One route with its runtime state.
+pub struct RouteState {
+    pub route: Route,
+    pub limiter: Option<RateLimiter>,
+    pub name_header: HeaderValue,
+}
+
+/// Everything the handler needs, built once from a validated config.
+pub struct Gateway {
+    table: RouteTable,
+    routes: Vec<RouteState>,
+    trusted: IpSet,
+    client: UpstreamClient,
+    ids: RequestIds,
+    in_flight: AtomicUsize,
+    pub health: Arc<Health>,
+}
+
+/// Liveness and readiness, shared with the admin listener.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Request ids: a random per-process prefix and a counter; a sender's own id is kept
+/// when it is a reasonable token.
+struct RequestIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded from the OS; good enough for unique, unguessable-ish ids.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id() as u64);
+        RequestIds {
+            prefix: h.finish(),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn take(&self, sent: Option<&HeaderValue>) -> HeaderValue {
+        if let Some(v) = sent {
+            let b = v.as_bytes();
+            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+                return v.clone();
+            }
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 29];
+        write_hex(&mut buf[..16], self.prefix);
+        buf[16] = b'-';
+        write_hex(&mut buf[17..], n);
+        HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+    }
+}
+
+fn write_hex(out: &mut [u8], mut v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+impl Gateway {
+    pub fn new(config: &Config) -> Gateway {
+        let table = RouteTable::new(
+            config
+                .routes
+                .iter()
+                .map(|r| (r.path.as_str(), r.host.as_deref())),
+        );
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| RouteState {
+                limiter: r.rate_limit.map(RateLimiter::new),
+                name_header: HeaderValue::from_str(&r.name).expect("route names are tokens"),
+                route: r.clone(),
+            })
+            .collect();
+        Gateway {
+            table,
+            routes,
+            trusted: config.trusted_proxies.clone(),
+            client: UpstreamClient::new(&config.pool),
+            ids: RequestIds::new(),
+            in_flight: AtomicUsize::new(0),
+            health: Arc::new(Health::default()),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Forgets idle per-client rate-limit entries.
+    pub fn prune_rate_limits(&self) {
+        for r in &self.routes {
+            if let Some(l) = &r.limiter {
+                l.prune();
+            }
+        }
+    }
+
+    /// The outer layer: request id, the stages, error → response, one log line.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+        let start = Instant::now();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let request_id = self.ids.take(req.headers().get(X_REQUEST_ID));
+        let mut log = AccessLog::new(peer.ip(), req.method().clone(), req.uri().path());
+        let result = self.handle_inner(req, peer, &request_id, &mut log).await;
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(reject) => {
+                let reject_status = log
+                    .route_index
+                    .map(|i| self.routes[i].route.reject_status)
+                    .unwrap_or(StatusCode::NOT_ACCEPTABLE);
+                log.reject(reject);
+                reject_response(reject, reject_status)
+            }
+        };
+        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+        let route_name = log.route_index.map(|i| self.routes[i].route.name.as_str());
+        log.emit(route_name, &request_id, resp.status(), start.elapsed());
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        resp
+    }
+
+    /// The stages, in order; the first failure ends the request.
+    async fn handle_inner(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        request_id: &HeaderValue,
+        log: &mut AccessLog,
+    ) -> Result<Resp, Reject> {
+        let host = req.uri().host().or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let idx = self.table.select(req.uri().path(), host)?;
+        log.route_index = Some(idx);
+        let state = &self.routes[idx];
+        let route = &state.route;
+
+        pipeline::check_method(req.method())?;
+        let peer_trusted = !self.trusted.is_empty() && self.trusted.contains(peer.ip());
+        let client = client_ip::client_ip(
+            peer.ip(),
+            req.headers().get_all(forward::X_FORWARDED_FOR).iter(),
+            &self.trusted,
+        );
+        log.client_ip = client;
+        pipeline::check_allowlist(client, route.allow_ips.as_ref())?;
+        if let Some(limiter) = &state.limiter {
+            limiter.check(client)?;
+        }
+        let declared = req.body().size_hint().exact();
+        body::check_declared_size(declared, route.max_body)?;
+
+        let (mut parts, incoming) = req.into_parts();
+        let body = tokio::time::timeout(
+            BODY_READ_TIMEOUT,
+            body::read_body(incoming, route.max_body, declared),
+        )
+        .await
+        .map_err(|_| Reject::BodyTimeout)??;
+        log.bytes = body.len();
+
+        route
+            .verifier
+            .verify(&parts.headers, &body, crate::verify::now_unix())
+            .map_err(Reject::Verify)?;
+
+        let uri = forward::upstream_uri(&route.upstream, parts.uri.query());
+        forward::upstream_headers(
+            &mut parts.headers,
+            &ForwardInfo {
+                peer: crate::net::canonical(peer.ip()),
+                peer_trusted,
+                proto: "http",
+                request_id,
+                route: &state.name_header,
+                verified: &route.verifier.header_value,
+                upstream_host: &route.upstream.host_header,
+                body_len: body.len(),
+            },
+        );
+        let mut up_req = Request::new(Full::new(body));
+        *up_req.method_mut() = parts.method;
+        *up_req.uri_mut() = uri;
+        *up_req.headers_mut() = parts.headers;
+
+        let up_resp = self.client.send(up_req, route.upstream_timeout).await?;
+        log.upstream_status = Some(up_resp.status());
+        let status = forward::map_upstream_status(up_resp.status())?;
+        let (mut up_parts, up_body) = up_resp.into_parts();
+        forward::strip_hop_by_hop(&mut up_parts.headers);
+        up_parts.headers.remove(header::CONTENT_LENGTH);
+        up_parts.status = status;
+        log.outcome = if status.is_success() {
+            "accepted"
+        } else {
+            "upstream_rejected"
+        };
+        Ok(Response::from_parts(up_parts, Full::new(up_body)))
+    }
+}
+
+/// The answer to a failed request: the status, a short reason, and the headers the
+/// status calls for. Never anything about what the right signature would have been.
+pub fn reject_response(reject: Reject, reject_status: StatusCode) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from_static(reason_body(reject))));
+    *resp.status_mut() = reject.status(reject_status);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    match reject {
+        Reject::RateLimited { retry_after_secs } => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        Reject::MethodNotAllowed => {
+            h.insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        _ => {}
+    }
+    resp
+}
+
+/// The body of a reject: its reason code and a newline, as static bytes.
+fn reason_body(reject: Reject) -> &'static [u8] {
+    macro_rules! line {
+        ($($code:literal),* $(,)?) => {
+            match reject.reason() {
+                $($code => concat!($code, "\n").as_bytes(),)*
+                other => other.as_bytes(),
+            }
+        };
+    }
+    line!(
+        "unknown_route",
+        "method_not_allowed",
+        "ip_not_allowed",
+        "rate_limited",
+        "body_too_large",
+        "body_read_error",
+        "body_timeout",
+        "signature_missing",
+        "signature_malformed",
+        "signature_mismatch",
+        "timestamp_missing",
+        "timestamp_invalid",
+        "timestamp_stale",
+        "timestamp_future",
+        "id_missing",
+        "upstream_error_status",
+        "upstream_unreachable",
+        "upstream_broken",
+        "upstream_timeout",
+    )
+}
+
+/// The HTTP/1.1 + h2c connection builder with the hardening defaults.
+pub fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BUF)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(256);
+    b
+}
+
+/// What a finished [`serve`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeReport {
+    /// Requests still in flight when the grace period ran out.
+    pub cut: usize,
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves, then stops accepting and
+/// lets in-flight requests finish within `grace`.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> ServeReport {
+    let builder = connection_builder();
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let gw = gateway.clone();
+                let svc = service_fn(move |req| {
+                    let gw = gw.clone();
+                    async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    gateway.health.set_ready(false);
+    tracing::info!(
+        in_flight = gateway.in_flight(),
+        grace_s = grace.as_secs_f64(),
+        "draining"
+    );
+    let cut = match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => 0,
+        Err(_) => {
+            let cut = gateway.in_flight();
+            tracing::warn!(
+                cut,
+                "grace period ran out; cutting the requests still in flight"
+            );
+            cut
+        }
+    };
+    ServeReport { cut }
+}
+
+/// Bound sockets for [`run`].
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+/// Binds the config's addresses.
+pub async fn bind(config: &Config) -> Result<Listeners, String> {
+    let public = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let admin = match config.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(Listeners { public, admin })
+}
+
+/// Runs the gateway (and its admin listener) until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> ServeReport {
+    let gateway = Arc::new(Gateway::new(&config));
+    let admin = listeners
+        .admin
+        .map(|l| tokio::spawn(crate::admin::serve(l, gateway.health.clone())));
+    let pruner = {
+        let gw = gateway.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RATE_PRUNE_INTERVAL);
+            loop {
+                tick.tick().await;
+                gw.prune_rate_limits();
+            }
+        })
+    };
+    gateway.health.set_ready(true);
+    let report = serve(gateway, listeners.public, shutdown, config.shutdown_grace).await;
+    pruner.abort();
+    if let Some(a) = admin {
+        a.abort();
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::VerifyError;
+
+    #[test]
+    fn request_ids_keep_a_sane_sent_id_and_make_one_otherwise() {
+        let ids = RequestIds::new();
+        let sent = HeaderValue::from_static("abc-123");
+        assert_eq!(ids.take(Some(&sent)), sent);
+        let a = ids.take(None);
+        let b = ids.take(None);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 29);
+        let long = HeaderValue::from_str(&"x".repeat(200)).unwrap();
+        assert_ne!(ids.take(Some(&long)), long);
+        let spaced = HeaderValue::from_static("a b");
+        assert_ne!(ids.take(Some(&spaced)), spaced);
+    }
+
+    #[test]
+    fn reject_responses_carry_their_headers_and_short_reasons() {
+        let r = reject_response(
+            Reject::RateLimited {
+                retry_after_secs: 3,
+            },
+            StatusCode::NOT_ACCEPTABLE,
+        );
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        let r = reject_response(Reject::MethodNotAllowed, StatusCode::NOT_ACCEPTABLE);
+        assert_eq!(r.headers()[header::ALLOW], "POST");
+        let r = reject_response(
+            Reject::Verify(VerifyError::SignatureMismatch),
+            StatusCode::BAD_REQUEST,
+        );
+        assert_eq!(r.status(), 400);
+        assert_eq!(
+            reason_body(Reject::Verify(VerifyError::SignatureMismatch)),
+            b"signature_mismatch\n"
+        );
+        assert_eq!(reason_body(Reject::UpstreamBroken), b"upstream_broken\n");
+    }
+}
