@@ -917,3 +917,5 @@ fn read_secrets(
     }
     (secrets, sources)
 }
+#[cfg(test)]
+mod tests;

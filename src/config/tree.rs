@@ -186,7 +186,9 @@ impl<'a> Node<'a> {
         Some(s)
     }
 
-    /// A string parsed by `parse`, whose error message is reported at this path.
+    /// A string parsed by `parse`, whose error message is reported at this path. A value
+    /// that came from the environment may be a secret, so the message shows the `${VAR}`
+    /// it was written as, never what it expanded to.
     pub fn parsed<T>(
         &self,
         errs: &mut Errors,
@@ -195,7 +197,13 @@ impl<'a> Node<'a> {
         let s = self.string(errs)?;
         match parse(&s) {
             Ok(v) => Some(v),
-            Err(msg) => {
+            Err(mut msg) => {
+                let raw = self.raw_str(errs).unwrap_or_default();
+                if raw != s && !s.is_empty() {
+                    msg = msg
+                        .replace(&format!("{s:?}"), &format!("{raw:?}"))
+                        .replace(&s, &raw);
+                }
                 self.err(errs, msg);
                 None
             }

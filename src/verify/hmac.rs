@@ -330,3 +330,207 @@ impl HmacScheme {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn spec(algorithm: Algorithm, encoding: Encoding, signed: &str) -> HmacSpec {
+        HmacSpec {
+            algorithm,
+            header: HeaderName::from_static("x-sig"),
+            prefix: String::new(),
+            prefix_optional: false,
+            encoding,
+            template: Template::compile(signed).unwrap(),
+            timestamp_header: None,
+            id_header: None,
+            tolerance: Duration::from_secs(300),
+        }
+    }
+
+    fn hdrs(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_static(k),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    // Expected values computed with `openssl dgst -<alg> -hmac k` over the signed bytes.
+    #[test]
+    fn sha512_hex() {
+        let s = HmacScheme::new(
+            spec(Algorithm::Sha512, Encoding::Hex, "{body}"),
+            &[b"k".to_vec()],
+        );
+        let sig = "f527422686555b6528a2e7f7ec82b2f5452b00303bb286f874e075ba778974a6d81adfff523642fc73b6960f759b92a3bad138be110bf59223e79fd1b5c6825d";
+        assert_eq!(
+            s.verify(&hdrs(&[("x-sig", sig)]), br#"{"a":1}"#, NOW),
+            Ok(())
+        );
+        assert_eq!(
+            s.verify(&hdrs(&[("x-sig", sig)]), br#"{"a":2}"#, NOW),
+            Err(VerifyError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn sha1_base64_with_and_without_padding() {
+        let s = HmacScheme::new(
+            spec(Algorithm::Sha1, Encoding::Base64, "{body}"),
+            &[b"k".to_vec()],
+        );
+        assert_eq!(
+            s.verify(
+                &hdrs(&[("x-sig", "e0q2iYq4Ygd+nK9QSzmYLyvEFFM=")]),
+                br#"{"a":1}"#,
+                NOW
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            s.verify(
+                &hdrs(&[("x-sig", "e0q2iYq4Ygd+nK9QSzmYLyvEFFM")]),
+                br#"{"a":1}"#,
+                NOW
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            s.verify(
+                &hdrs(&[("x-sig", "e0q2iYq4Ygd+nK9QSzmYLyvEFFM=AAAA")]),
+                br#"{"a":1}"#,
+                NOW
+            ),
+            Err(VerifyError::SignatureMalformed)
+        );
+        assert_eq!(
+            s.verify(&hdrs(&[("x-sig", "!!!!")]), br#"{"a":1}"#, NOW),
+            Err(VerifyError::SignatureMalformed)
+        );
+    }
+
+    fn timestamped() -> HmacScheme {
+        let mut sp = spec(Algorithm::Sha256, Encoding::Hex, "v0:{timestamp}:{body}");
+        sp.prefix = "v0=".into();
+        sp.timestamp_header = Some(HeaderName::from_static("x-ts"));
+        HmacScheme::new(sp, &[b"ts-secret".to_vec()])
+    }
+
+    const TS_SIG: &str = "v0=434e75416a7b1fa6fa7548c6fea8832c71ff7d8e24f405b90dd18ece77029808";
+
+    #[test]
+    fn timestamp_template_and_tolerance_both_ways() {
+        let s = timestamped();
+        let h = hdrs(&[("x-sig", TS_SIG), ("x-ts", "1700000000")]);
+        let body = br#"{"a":1}"#;
+        assert_eq!(s.verify(&h, body, NOW), Ok(()));
+        assert_eq!(s.verify(&h, body, NOW + 300), Ok(()));
+        assert_eq!(
+            s.verify(&h, body, NOW + 301),
+            Err(VerifyError::TimestampStale)
+        );
+        assert_eq!(
+            s.verify(&h, body, NOW - 301),
+            Err(VerifyError::TimestampFuture)
+        );
+        // A replayed signature with a fresh timestamp does not match.
+        let moved = hdrs(&[("x-sig", TS_SIG), ("x-ts", "1700000100")]);
+        assert_eq!(
+            s.verify(&moved, body, NOW),
+            Err(VerifyError::SignatureMismatch)
+        );
+        assert_eq!(
+            s.verify(&hdrs(&[("x-sig", TS_SIG)]), body, NOW),
+            Err(VerifyError::TimestampMissing)
+        );
+        for bad in ["", "soon", "1.7e9", "-"] {
+            assert_eq!(
+                s.verify(&hdrs(&[("x-sig", TS_SIG), ("x-ts", bad)]), body, NOW),
+                Err(VerifyError::TimestampInvalid),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn id_template_base64() {
+        let mut sp = spec(
+            Algorithm::Sha256,
+            Encoding::Base64,
+            "{id}.{timestamp}.{body}",
+        );
+        sp.timestamp_header = Some(HeaderName::from_static("x-ts"));
+        sp.id_header = Some(HeaderName::from_static("x-id"));
+        let s = HmacScheme::new(sp, &[b"k".to_vec()]);
+        let sig = "VBsnaZ19KHxZpSPS1tPiG++uWCsM9Fw2ggfPDGLHkrU=";
+        let body = br#"{"a":1}"#;
+        assert_eq!(
+            s.verify(
+                &hdrs(&[("x-sig", sig), ("x-ts", "1700000000"), ("x-id", "msg_1")]),
+                body,
+                NOW
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            s.verify(
+                &hdrs(&[("x-sig", sig), ("x-ts", "1700000000"), ("x-id", "msg_2")]),
+                body,
+                NOW
+            ),
+            Err(VerifyError::SignatureMismatch)
+        );
+        assert_eq!(
+            s.verify(&hdrs(&[("x-sig", sig), ("x-ts", "1700000000")]), body, NOW),
+            Err(VerifyError::IdMissing)
+        );
+    }
+
+    #[test]
+    fn any_of_several_header_values_may_match() {
+        let s = timestamped();
+        let h = hdrs(&[
+            ("x-sig", "v0=00"),
+            ("x-sig", TS_SIG),
+            ("x-ts", "1700000000"),
+        ]);
+        assert_eq!(s.verify(&h, br#"{"a":1}"#, NOW), Ok(()));
+    }
+
+    #[test]
+    fn sign_value_round_trips_every_algorithm_and_encoding() {
+        for alg in [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Sha512] {
+            for enc in [Encoding::Hex, Encoding::Base64] {
+                let mut sp = spec(alg, enc, "{body}");
+                sp.prefix = "sig=".into();
+                let s = HmacScheme::new(sp, &[b"secret".to_vec()]);
+                let v = s.sign_value(b"payload", b"", b"");
+                assert!(v.starts_with("sig="));
+                assert_eq!(
+                    s.verify(&hdrs(&[("x-sig", &v)]), b"payload", NOW),
+                    Ok(()),
+                    "{alg:?} {enc:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_keys() {
+        let s = HmacScheme::new(
+            spec(Algorithm::Sha256, Encoding::Hex, "{body}"),
+            &[b"super-secret-value".to_vec()],
+        );
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("super-secret-value"));
+        assert!(dbg.contains("secrets: 1"));
+    }
+}

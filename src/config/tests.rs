@@ -1,0 +1,449 @@
+//! Config validation tests: the contract file, every error with its path, defaults,
+//! secrets never shown.
+
+use super::*;
+use crate::verify::Scheme;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "EXPEL_SECRET" => Some("expel-s3cret-value".into()),
+        "PENTEST_SECRET" => Some("pentest-s3cret-value".into()),
+        "STRIPE_SECRET" => Some("whsec_stripe".into()),
+        "SQUARE_KEY" => Some("sq".into()),
+        "META_APP_SECRET" => Some("meta".into()),
+        "META_VERIFY_TOKEN" => Some("tok".into()),
+        _ => None,
+    }
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match load_str(yaml, &env) {
+        Ok(_) => vec![],
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn ok(yaml: &str) -> Config {
+    load_str(yaml, &env).unwrap_or_else(|e| panic!("config should load:\n{e}"))
+}
+
+const MINIMAL: &str = r#"
+routes:
+  - name: expel
+    path: /hooks/expel
+    verify: { preset: expel, secrets: ["${EXPEL_SECRET}"] }
+    upstream: http://127.0.0.1:9000/expel
+"#;
+
+#[test]
+fn the_contract_file_has_only_not_yet_supported_errors() {
+    let text = include_str!("../../tests/fixtures/config-contract.yaml");
+    let errs = errors(text);
+    // Every key of the contract is known: nothing is "unknown".
+    assert!(errs.iter().all(|e| !e.contains("unknown key")), "{errs:#?}");
+    let paths: Vec<&str> = errs.iter().map(|e| e.split(": ").next().unwrap()).collect();
+    for want in [
+        "tls",
+        "store",
+        "routes[1].verify.preset",
+        "routes[1].dedup",
+        "routes[1].delivery",
+        "routes[1].retry",
+        "routes[3].dedup",
+        "routes[4].verify.preset",
+        "routes[5].verify.url",
+        "routes[6].verify.public_key",
+        "routes[7].verify.verify_token",
+    ] {
+        assert!(paths.contains(&want), "no error at {want}: {errs:#?}");
+    }
+    assert!(
+        errs.iter().all(|e| e.contains("not supported yet")),
+        "{errs:#?}"
+    );
+    // The routes this version supports are accepted as written.
+    for fine in ["routes[0]", "routes[2]"] {
+        assert!(
+            !paths.iter().any(|p| p.starts_with(fine)),
+            "{fine}: {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn the_supported_part_of_the_contract_loads_with_its_meaning() {
+    let text = include_str!("../../tests/fixtures/config-contract.yaml");
+    let mut v = from_yaml(text).unwrap();
+    let m = v.as_mapping_mut().unwrap();
+    m.remove("tls");
+    m.remove("store");
+    let routes = m.get_mut("routes").unwrap().as_sequence_mut().unwrap();
+    routes.retain(|r| matches!(r["name"].as_str(), Some("expel" | "pentest" | "scorecard")));
+    routes[2].as_mapping_mut().unwrap().remove("dedup");
+    let c = validate(&v, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(c.admin_listen, Some("127.0.0.1:9901".parse().unwrap()));
+    assert!(c.trusted_proxies.contains("127.0.0.5".parse().unwrap()));
+    let expel = &c.routes[0];
+    assert_eq!(expel.path, "/hooks/expel");
+    assert_eq!(expel.verifier.name, "expel");
+    assert_eq!(expel.max_body, 1 << 20);
+    assert_eq!(expel.reject_status, 406);
+    assert_eq!(expel.upstream_timeout, Duration::from_secs(4));
+    assert_eq!(
+        expel.rate_limit,
+        Some(RateSpec {
+            per_second: 50.0,
+            burst: 100,
+            key: RateKey::ClientIp
+        })
+    );
+    assert!(expel
+        .allow_ips
+        .as_ref()
+        .unwrap()
+        .contains("203.0.113.77".parse().unwrap()));
+    assert_eq!(expel.secret_sources, vec!["env:EXPEL_SECRET"]);
+    let pentest = &c.routes[1];
+    assert_eq!(
+        pentest.rate_limit,
+        Some(RateSpec {
+            per_second: 200.0,
+            burst: 400,
+            key: RateKey::Route
+        })
+    );
+    match &pentest.verifier.scheme {
+        Scheme::Hmac(h) => {
+            assert_eq!(h.spec.header.as_str(), "x-webhook-signature");
+            assert_eq!(h.spec.prefix, "sha256=");
+        }
+        Scheme::None => panic!("pentest verifies"),
+    }
+    assert_eq!(pentest.verifier.name, "hmac-sha256");
+    assert!(matches!(c.routes[2].verifier.scheme, Scheme::None));
+}
+
+#[test]
+fn every_error_is_listed_with_its_path() {
+    let errs = errors(
+        r#"
+listen: nowhere
+workers: 0
+trusted_proxies: [10.0.0.1/8, bogus]
+defaults: { max_body: 2XB, reject_status: 503, upstream_timeout: 5, colour: blue }
+routes:
+  - name: ok
+    path: /a
+    verify: { preset: expel, secrets: ["${EXPEL_SECRET}"] }
+    upstream: http://127.0.0.1:9000/a
+  - name: bad name
+    path: b
+    verify: { preset: expel, secrets: ["${EXPEL_SECRET}", "${MISSING_SECRET}"] }
+    upstream: ftp://x
+    rate_limit: { per_second: 0, key: everyone }
+    allow_ips: []
+    verfy: typo
+  - name: ok
+    path: /a
+    verify: { preset: nope, secrets: [x] }
+    upstream: http://127.0.0.1:9000/a
+"#,
+    );
+    let want = [
+        "listen: \"nowhere\" is not an address with a port",
+        "workers: must be between 1 and 1024",
+        "trusted_proxies[0]: \"10.0.0.1/8\" has host bits set; did you mean 10.0.0.0/8?",
+        "trusted_proxies[1]: \"bogus\" is not an IP address or CIDR network",
+        "defaults.max_body: size \"2XB\" has unknown unit",
+        "defaults.reject_status: must be a 4xx status",
+        "defaults.upstream_timeout: duration \"5\" needs a unit",
+        "defaults.colour: unknown key",
+        "routes[1].name: \"bad name\" is not a valid route name",
+        "routes[1].path: \"b\" must start with '/'",
+        "routes[1].verify.secrets[1]: environment variable MISSING_SECRET is not set",
+        "routes[1].upstream: \"ftp://x\": the scheme must be http",
+        "routes[1].rate_limit.per_second: must be more than 0",
+        "routes[1].rate_limit.key: unknown key \"everyone\"",
+        "routes[1].allow_ips: an empty list would refuse every request",
+        "routes[1].verfy: unknown key",
+        "routes[2].verify.preset: unknown preset \"nope\"",
+    ];
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.starts_with(w)),
+            "missing {w:?} in {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+}
+
+#[test]
+fn duplicate_names_and_paths_are_refused() {
+    let errs = errors(
+        r#"
+routes:
+  - { name: a, path: /x, verify: { none: true }, upstream: "http://127.0.0.1:1/" }
+  - { name: a, path: /x, verify: { none: true }, upstream: "http://127.0.0.1:1/" }
+  - { name: c, path: /x, host: hooks.example.com, verify: { none: true }, upstream: "http://127.0.0.1:1/" }
+"#,
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "routes[1].name: duplicate route name \"a\" (also routes[0])",
+            "routes[1].path: \"/x\" is already served by routes[0] (a)",
+        ]
+    );
+}
+
+#[test]
+fn the_env_error_reads_as_documented() {
+    let errs = errors(
+        r#"
+routes:
+  - { name: a, path: /a, verify: { none: true }, upstream: "http://127.0.0.1:1/" }
+  - name: b
+    path: /b
+    verify: { preset: expel, secrets: ["${NOT_SET_ANYWHERE}"] }
+    upstream: http://127.0.0.1:1/
+"#,
+    );
+    assert_eq!(
+        errs,
+        vec!["routes[1].verify.secrets[0]: environment variable NOT_SET_ANYWHERE is not set"]
+    );
+}
+
+#[test]
+fn defaults_apply_and_routes_override() {
+    let c = ok(r#"
+defaults:
+  max_body: 512KiB
+  reject_status: 401
+  upstream_timeout: 2s
+  rate_limit: { per_second: 10 }
+routes:
+  - { name: a, path: /a, verify: { none: true }, upstream: "http://127.0.0.1:1/" }
+  - name: b
+    path: /b
+    verify: { none: true }
+    upstream: http://127.0.0.1:1/
+    max_body: 2048
+    reject_status: 400
+    upstream_timeout: 500ms
+    rate_limit: off
+"#);
+    let (a, b) = (&c.routes[0], &c.routes[1]);
+    assert_eq!(
+        (a.max_body, a.reject_status.as_u16(), a.upstream_timeout),
+        (512 * 1024, 401, Duration::from_secs(2))
+    );
+    assert_eq!(
+        a.rate_limit,
+        Some(RateSpec {
+            per_second: 10.0,
+            burst: 10,
+            key: RateKey::Route
+        })
+    );
+    assert_eq!(
+        (b.max_body, b.reject_status.as_u16(), b.upstream_timeout),
+        (2048, 400, Duration::from_millis(500))
+    );
+    assert_eq!(b.rate_limit, None);
+    assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+    assert_eq!(c.admin_listen, None);
+    assert_eq!(c.workers, default_workers());
+}
+
+#[test]
+fn verify_forms_are_checked() {
+    let route = |verify: &str| {
+        format!("routes:\n  - {{ name: a, path: /a, upstream: \"http://127.0.0.1:1/\", verify: {verify} }}\n")
+    };
+    let cases: &[(&str, &str)] = &[
+        ("{}", "routes[0].verify: choose how to verify"),
+        (
+            "{ preset: expel }",
+            "routes[0].verify: needs at least one secret",
+        ),
+        (
+            "{ none: true, secrets: [x] }",
+            "routes[0].verify.secrets: a route with `none` verifies nothing",
+        ),
+        (
+            "{ none: false }",
+            "routes[0].verify.none: `none: false` has no meaning",
+        ),
+        (
+            "{ preset: stripe, secrets: [x] }",
+            "routes[0].verify.preset: preset \"stripe\" is not supported yet",
+        ),
+        (
+            "{ hmac: { algorithm: md5, header: X-Sig }, secrets: [x] }",
+            "routes[0].verify.hmac.algorithm: unknown algorithm \"md5\"",
+        ),
+        (
+            "{ hmac: { encoding: hex }, secrets: [x] }",
+            "routes[0].verify.hmac.header: is required",
+        ),
+        (
+            "{ hmac: { header: \"bad header\" }, secrets: [x] }",
+            "routes[0].verify.hmac.header: \"bad header\" is not a valid header name",
+        ),
+        (
+            "{ hmac: { header: X-Sig, signed: \"{timestamp}\" }, secrets: [x] }",
+            "routes[0].verify.hmac.signed: template \"{timestamp}\" does not sign the body",
+        ),
+        (
+            "{ hmac: { header: X-Sig, signed: \"{timestamp}.{body}\" }, secrets: [x] }",
+            "routes[0].verify.hmac.signed: uses {timestamp}: set hmac.timestamp_header",
+        ),
+        (
+            "{ hmac: { header: X-Sig, timestamp_header: X-Ts }, secrets: [x] }",
+            "routes[0].verify.hmac.timestamp_header: the template does not sign {timestamp}",
+        ),
+        (
+            "{ preset: expel, tolerance: 5m, secrets: [x] }",
+            "routes[0].verify.tolerance: this scheme carries no timestamp",
+        ),
+        (
+            "{ preset: expel, secrets: [\"\"] }",
+            "routes[0].verify.secrets[0]: is empty",
+        ),
+        (
+            "{ preset: expel, secret_files: [/nonexistent/hookgate-secret] }",
+            "routes[0].verify.secret_files[0]: cannot read /nonexistent/hookgate-secret",
+        ),
+    ];
+    for (verify, want) in cases {
+        let errs = errors(&route(verify));
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "{verify}: want {want:?}, got {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn presets_can_be_overridden_field_by_field() {
+    let c = ok(r#"
+routes:
+  - name: gh
+    path: /gh
+    upstream: http://127.0.0.1:1/
+    verify:
+      preset: github
+      hmac: { header: X-Hub-Signature, algorithm: sha1, prefix: "sha1=" }
+      secrets: [x]
+"#);
+    let Scheme::Hmac(h) = &c.routes[0].verifier.scheme else {
+        panic!()
+    };
+    assert_eq!(h.spec.header.as_str(), "x-hub-signature");
+    assert_eq!(h.spec.algorithm.name(), "sha1");
+    assert_eq!(h.spec.prefix, "sha1=");
+    assert_eq!(h.spec.encoding.name(), "hex");
+    assert_eq!(c.routes[0].verifier.name, "github+custom");
+}
+
+#[test]
+fn secret_files_are_read_and_their_newline_dropped() {
+    let dir = std::env::temp_dir().join(format!("hookgate-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("s");
+    std::fs::write(&f, "file-secret\r\n").unwrap();
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let yaml = format!(
+        "routes:\n  - {{ name: a, path: /a, upstream: \"http://127.0.0.1:1/\", verify: {{ preset: expel, secret_files: [\"{}\"] }} }}\n",
+        f.display()
+    );
+    let c = ok(&yaml);
+    let Scheme::Hmac(h) = &c.routes[0].verifier.scheme else {
+        panic!()
+    };
+    // The secret is the file's content without its line ending: check by signing.
+    let mut expected = HmacScheme::new(h.spec.clone(), &[b"file-secret".to_vec()]);
+    assert_eq!(
+        h.sign_value(b"x", b"", b""),
+        expected.sign_value(b"x", b"", b"")
+    );
+    expected = HmacScheme::new(h.spec.clone(), &[b"file-secret\r\n".to_vec()]);
+    assert_ne!(
+        h.sign_value(b"x", b"", b""),
+        expected.sign_value(b"x", b"", b"")
+    );
+    assert_eq!(
+        c.routes[0].secret_sources,
+        vec![format!("file:{}", f.display())]
+    );
+    let errs = errors(&yaml.replace(&f.display().to_string(), &empty.display().to_string()));
+    assert!(errs[0].ends_with("is empty"), "{errs:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn secrets_never_appear_in_errors_or_the_route_table() {
+    let c = ok(MINIMAL);
+    let table = crate::cli::render(&c, "test");
+    assert!(!table.contains("expel-s3cret-value"), "{table}");
+    assert!(table.contains("env:EXPEL_SECRET=****"), "{table}");
+    assert!(!format!("{c:?}").contains("expel-s3cret-value"));
+    // An invalid value next to a secret: the message shows neither.
+    let errs = errors(&MINIMAL.replace(
+        "upstream: http://127.0.0.1:9000/expel",
+        "upstream: \"${EXPEL_SECRET}\"",
+    ));
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with("routes[0].upstream: \"${EXPEL_SECRET}\""),
+        "{errs:?}"
+    );
+    assert!(!errs[0].contains("expel-s3cret-value"), "{errs:?}");
+}
+
+#[test]
+fn not_yet_supported_keys_are_errors_not_ignored() {
+    for (key, yaml) in [
+        ("tls", "tls: { cert: a, key: b }\n"),
+        ("store", "store: { path: x.db }\n"),
+        ("cluster", "cluster: { redis: x }\n"),
+    ] {
+        let errs = errors(&format!("{yaml}{MINIMAL}"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(&format!("{key}: ")) && errs[0].contains("not supported yet"),
+            "{errs:?}"
+        );
+    }
+    let errs = errors(&MINIMAL.replace("    upstream:", "    delivery: queued\n    upstream:"));
+    assert!(
+        errs[0].starts_with("routes[0].delivery:") && errs[0].contains("not supported yet"),
+        "{errs:?}"
+    );
+    ok(&MINIMAL.replace("    upstream:", "    delivery: sync\n    upstream:"));
+}
+
+#[test]
+fn yaml_problems_are_reported() {
+    assert!(errors("routes: [")[0].starts_with("invalid YAML"));
+    assert!(errors("")[0].contains("empty"));
+    assert!(errors("- a\n- b\n")[0].contains("expected a map"));
+    assert!(errors("routes: []\n")[0].starts_with("routes: needs at least one route"));
+    let unquoted = errors("routes: [${X}]\n");
+    assert!(unquoted[0].contains("quote values"), "{unquoted:?}");
+}
+
+#[test]
+fn https_upstreams_wait_for_tls() {
+    let errs = errors(&MINIMAL.replace(
+        "http://127.0.0.1:9000/expel",
+        "https://internal.example/expel",
+    ));
+    assert!(
+        errs[0].contains("https upstreams are not supported yet"),
+        "{errs:?}"
+    );
+}

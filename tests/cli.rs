@@ -1,0 +1,246 @@
+//! The binary as an operator runs it: `check` exit codes and messages, `serve` refusing a
+//! bad config, and a whole `serve` process taking a signed delivery and stopping cleanly
+//! on SIGTERM.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hookgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    path
+}
+
+const BROKEN: &str = r#"
+listen: 127.0.0.1:0
+routes:
+  - name: ok
+    path: /ok
+    verify: { none: true }
+    upstream: http://127.0.0.1:9/ok
+  - name: expel
+    path: /hooks/expel
+    verify:
+      preset: expel
+      secrets: ["${HOOKGATE_TEST_UNSET_SECRET}"]
+    upstream: http://127.0.0.1:9/expel
+    surprise: 1
+"#;
+
+#[test]
+fn check_accepts_a_valid_config_and_masks_secrets() {
+    let path = write_config(
+        "valid.yaml",
+        "routes:\n  - name: expel\n    path: /hooks/expel\n    verify: { preset: expel, secrets: [\"${HOOKGATE_TEST_SECRET}\", \"inline-s3cret\"] }\n    upstream: http://127.0.0.1:9000/expel\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("HOOKGATE_TEST_SECRET", "env-s3cret-value")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("expel"), "{stdout}");
+    assert!(stdout.contains("/hooks/expel"));
+    assert!(stdout.contains("env:HOOKGATE_TEST_SECRET=****"), "{stdout}");
+    assert!(stdout.contains("inline=****"), "{stdout}");
+    assert!(
+        !stdout.contains("env-s3cret-value") && !stdout.contains("inline-s3cret"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_lists_every_error_and_exits_64() {
+    let path = write_config("broken.yaml", BROKEN);
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid config (2 errors)"), "{stderr}");
+    assert!(stderr.contains("routes[1].verify.secrets[0]: environment variable HOOKGATE_TEST_UNSET_SECRET is not set"), "{stderr}");
+    assert!(
+        stderr.contains("routes[1].surprise: unknown key"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_on_a_missing_file_exits_64() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/hookgate.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/hookgate.yaml"));
+}
+
+#[test]
+fn the_shipped_configs_pass_check() {
+    for file in ["config/hookgate.yaml", "config/example.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let out = Command::new(BIN)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .env_remove("EXPEL_SECRET")
+            .env("EXPEL_SECRET_PREVIOUS", "previous")
+            .env("GITHUB_SECRET", "gh")
+            .env("PENTEST_SECRET", "pt")
+            .env("PLEXTRAC_SECRET", "px")
+            .env("STAMPED_SECRET", "st")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn serve_refuses_an_invalid_config() {
+    let path = write_config("broken-serve.yaml", BROKEN);
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("environment variable HOOKGATE_TEST_UNSET_SECRET is not set"));
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let out = Command::new(BIN)
+        .args(["serve", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_a_delivery_and_stops_on_sigterm() {
+    let up = Upstream::start().await;
+    let path = write_config(
+        "serve.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\nworkers: 1\nroutes:\n  - name: expel\n    path: /hooks/expel\n    verify: {{ preset: expel, secrets: [\"${{HOOKGATE_TEST_SECRET}}\"] }}\n    upstream: http://{}/expel\n",
+            up.addr
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&path)
+        .env("HOOKGATE_TEST_SECRET", "process-secret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a startup line");
+    let listen = first
+        .split("\"listen\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no listen address in {first}"));
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+
+    let body = br#"{"guid":"p-1"}"#;
+    let r = post(
+        addr,
+        "/hooks/expel",
+        &[("expel-signature-256", &expel_sig("process-secret", body))],
+        body.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = post(
+        addr,
+        "/hooks/expel",
+        &[("expel-signature-256", &expel_sig("forged", body))],
+        body.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 406);
+    assert_eq!(up.received().len(), 1);
+
+    // One JSON access line per request, with no secret and no signature in it.
+    let mut access = Vec::new();
+    while access.len() < 2 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("access lines");
+        if line.contains("\"target\":\"access\"") {
+            access.push(line);
+        }
+    }
+    assert!(
+        access[0].contains("\"status\":200") && access[0].contains("\"route\":\"expel\""),
+        "{}",
+        access[0]
+    );
+    assert!(
+        access[1].contains("\"reason\":\"signature_mismatch\""),
+        "{}",
+        access[1]
+    );
+    let sig = expel_sig("process-secret", body);
+    for line in &access {
+        assert!(
+            !line.contains("process-secret") && !line.contains(sig.trim_start_matches("sha256=")),
+            "{line}"
+        );
+        assert!(
+            line.contains("\"request_id\":")
+                && line.contains("\"latency_ms\":")
+                && line.contains("\"client_ip\":\"127.0.0.1\""),
+            "{line}"
+        );
+    }
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

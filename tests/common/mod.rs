@@ -1,0 +1,278 @@
+//! Test harness: a real upstream and a real gateway on 127.0.0.1:0, a small HTTP client,
+//! and a raw-socket client for what a well-behaved client would never send.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: Method,
+    pub uri: http::Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// How the upstream answers.
+#[derive(Debug, Clone)]
+pub struct Behavior {
+    pub status: u16,
+    pub body: &'static str,
+    pub delay: Duration,
+}
+
+impl Default for Behavior {
+    fn default() -> Self {
+        Behavior {
+            status: 200,
+            body: "{\"ok\":true}",
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    pub behavior: Arc<Mutex<Behavior>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let behavior = Arc::new(Mutex::new(Behavior::default()));
+        let (r, b) = (received.clone(), behavior.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (r, b) = (r.clone(), b.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (r, b) = (r.clone(), b.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            r.lock().unwrap().push(Received {
+                                method: parts.method,
+                                uri: parts.uri,
+                                headers: parts.headers,
+                                body,
+                            });
+                            let beh = b.lock().unwrap().clone();
+                            if !beh.delay.is_zero() {
+                                tokio::time::sleep(beh.delay).await;
+                            }
+                            let mut resp =
+                                Response::new(Full::new(Bytes::from_static(beh.body.as_bytes())));
+                            *resp.status_mut() = StatusCode::from_u16(beh.status).unwrap();
+                            resp.headers_mut()
+                                .insert("x-upstream", "yes".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            received,
+            behavior,
+            task,
+        }
+    }
+
+    pub fn set(&self, status: u16, body: &'static str, delay: Duration) {
+        *self.behavior.lock().unwrap() = Behavior {
+            status,
+            body,
+            delay,
+        };
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A gateway running in this process on port 0.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    pub join: Option<tokio::task::JoinHandle<hookgate::server::ServeReport>>,
+}
+
+impl Gateway {
+    /// Starts a gateway on `yaml`, where `{UPSTREAM}` is replaced by `upstream`'s address.
+    pub async fn start(yaml: &str, upstream: Option<&Upstream>) -> Gateway {
+        let yaml = match upstream {
+            Some(u) => yaml.replace("{UPSTREAM}", &u.addr.to_string()),
+            None => yaml.to_string(),
+        };
+        let env = |name: &str| std::env::var(name).ok();
+        let config = hookgate::config::load_str(&yaml, &env)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = public.local_addr().unwrap();
+        let admin_addr = admin.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let listeners = hookgate::server::Listeners {
+            public,
+            admin: Some(admin),
+        };
+        let join = tokio::spawn(hookgate::server::run(config, listeners, async move {
+            let _ = rx.await;
+        }));
+        Gateway {
+            addr,
+            admin: admin_addr,
+            shutdown: Some(tx),
+            join: Some(join),
+        }
+    }
+
+    /// Stops accepting and waits for the drain.
+    pub async fn stop(mut self) -> hookgate::server::ServeReport {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.join.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A reply as the sender sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request over a fresh HTTP/1.1 connection.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), sender.send_request(req))
+        .await
+        .expect("gateway answered in time")
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+pub async fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    send(addr, "POST", path, headers, body).await
+}
+
+/// Writes raw bytes and reads until the server closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    read_for(&mut stream, wait).await
+}
+
+pub async fn read_for(stream: &mut TcpStream, wait: Duration) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Hex HMAC-SHA256, computed independently of hookgate's verifier.
+pub fn hmac_sha256_hex(secret: &[u8], parts: &[&[u8]]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn expel_sig(secret: &str, body: &[u8]) -> String {
+    format!("sha256={}", hmac_sha256_hex(secret.as_bytes(), &[body]))
+}
+
+/// A port on which nothing listens (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}
