@@ -231,6 +231,16 @@ impl Gateway {
             .map_err(Reject::Verify)?;
 
         let uri = forward::upstream_uri(&route.upstream, parts.uri.query());
+        // HTTP/2 carries the host in the URI's authority, not in a Host field.
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(h) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
         forward::upstream_headers(
             &mut parts.headers,
             &ForwardInfo {
@@ -288,7 +298,7 @@ pub fn reject_response(reject: Reject, reject_status: StatusCode) -> Resp {
 }
 
 /// The body of a reject: its reason code and a newline, as static bytes.
-fn reason_body(reject: Reject) -> &'static [u8] {
+pub(crate) fn reason_body(reject: Reject) -> &'static [u8] {
     macro_rules! line {
         ($($code:literal),* $(,)?) => {
             match reject.reason() {

@@ -612,3 +612,34 @@ async fn many_concurrent_deliveries_all_arrive() {
     seen.dedup();
     assert_eq!(seen.len(), 200);
 }
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served_too() {
+    use http_body_util::{BodyExt, Full};
+    let (up, gw) = setup("").await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let sig = expel_sig(SECRET, BODY);
+    let req = http::Request::post(format!("http://{}/hooks/expel", gw.addr))
+        .header("expel-signature-256", &sig)
+        .body(Full::new(bytes::Bytes::from_static(BODY)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        &resp.into_body().collect().await.unwrap().to_bytes()[..],
+        b"{\"ok\":true}"
+    );
+    let got = up.received();
+    assert_eq!(&got[0].body[..], BODY);
+    assert_eq!(
+        got[0].headers["x-forwarded-host"],
+        gw.addr.to_string().as_str()
+    );
+}

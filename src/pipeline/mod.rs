@@ -153,6 +153,12 @@ mod tests {
         for (r, status, reason) in cases {
             assert_eq!(r.status(r406).as_u16(), status, "{r:?}");
             assert_eq!(r.reason(), reason);
+            let body = crate::server::reason_body(r);
+            assert_eq!(
+                body,
+                format!("{reason}\n").as_bytes(),
+                "{r:?} has a static body line"
+            );
         }
         assert_eq!(
             Reject::Verify(VerifyError::SignatureMissing).status(StatusCode::BAD_REQUEST),
