@@ -58,6 +58,8 @@ fn main() -> ExitCode {
                     routes = cfg.routes.len(),
                     "hookgate listening"
                 );
+                #[cfg(unix)]
+                tokio::spawn(ignore_sighup());
                 let report = hookgate::server::run(cfg, listeners, shutdown_signal()).await;
                 tracing::info!(cut = report.cut, "hookgate stopped");
                 ExitCode::SUCCESS
@@ -103,5 +105,18 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// SIGHUP's default action would end the process without a drain. Until config reload
+/// lands, it is logged and the running config keeps serving.
+#[cfg(unix)]
+async fn ignore_sighup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::warn!("SIGHUP received: config reload is not supported yet; restart hookgate to apply a changed config");
     }
 }

@@ -232,7 +232,26 @@ async fn serve_takes_a_delivery_and_stops_on_sigterm() {
         );
     }
 
+    // SIGHUP does not stop it (reload is not built yet; it must not kill the process).
     let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let hup = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a SIGHUP line");
+    assert!(hup.contains("SIGHUP received"), "{hup}");
+    let r = post(
+        addr,
+        "/hooks/expel",
+        &[("expel-signature-256", &expel_sig("process-secret", body))],
+        body.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
