@@ -1,24 +1,15 @@
-//! The forward: the exact body bytes to the route's upstream through one pooled hyper
-//! client, with hop-by-hop fields removed, `X-Forwarded-*`, `X-Request-Id` and the
-//! `X-Hookgate-*` fields set, and the upstream's answer mapped to what the sender's
-//! retry contract expects (2xx and 4xx pass through, 5xx → 502, unreachable → 502,
-//! too slow → 504). Header rewriting and status mapping are pure functions.
+//! The forward's decisions, as pure functions: which headers the upstream gets
+//! (hop-by-hop fields removed; `X-Forwarded-*`, `X-Request-Id` and the `X-Hookgate-*`
+//! fields set), which path, and what the sender sees for the upstream's answer (2xx and
+//! 4xx pass through, 5xx → 502). The connection pool that carries the request is
+//! [`crate::upstream`].
 
-use crate::config::{PoolSettings, Upstream};
+use crate::config::Upstream;
 use crate::pipeline::Reject;
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::StatusCode;
+use std::borrow::Cow;
 use std::net::IpAddr;
-use std::time::Duration;
-
-/// The most of an upstream's response body we relay to the sender. Webhook answers are
-/// tiny (SecurityScorecard caps them at 100 KB); a bigger one is an upstream fault.
-pub const MAX_UPSTREAM_RESPONSE: usize = 1 << 20;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -135,10 +126,11 @@ pub fn upstream_headers(headers: &mut HeaderMap, info: &ForwardInfo<'_>) {
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(info.body_len));
 }
 
-/// The upstream URI: its path (and own query), plus the request's query.
-pub fn upstream_uri(upstream: &Upstream, query: Option<&str>) -> Uri {
+/// The upstream request's path: the upstream's path (and own query), plus the
+/// request's query. Borrowed when the request has no query, as webhooks rarely do.
+pub fn upstream_path<'a>(upstream: &'a Upstream, query: Option<&str>) -> Cow<'a, str> {
     let Some(query) = query.filter(|q| !q.is_empty()) else {
-        return upstream.uri.clone();
+        return Cow::Borrowed(&upstream.path_and_query);
     };
     let sep = if upstream.path_and_query.contains('?') {
         '&'
@@ -149,12 +141,7 @@ pub fn upstream_uri(upstream: &Upstream, query: Option<&str>) -> Uri {
     pq.push_str(&upstream.path_and_query);
     pq.push(sep);
     pq.push_str(query);
-    Uri::builder()
-        .scheme(upstream.scheme.clone())
-        .authority(upstream.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .unwrap_or_else(|_| upstream.uri.clone())
+    Cow::Owned(pq)
 }
 
 /// What the sender sees for the upstream's status: 2xx and 4xx pass through; 5xx and
@@ -165,57 +152,6 @@ pub fn map_upstream_status(status: StatusCode) -> Result<StatusCode, Reject> {
         Ok(status)
     } else {
         Err(Reject::UpstreamStatus)
-    }
-}
-
-/// The one pooled client every route forwards through.
-#[derive(Clone)]
-pub struct UpstreamClient {
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl UpstreamClient {
-    pub fn new(pool: &PoolSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(pool.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(pool.idle_timeout)
-            .pool_max_idle_per_host(pool.max_idle_per_host)
-            // We set Host ourselves, to the upstream's authority.
-            .set_host(false)
-            .build(connector);
-        UpstreamClient { client }
-    }
-
-    /// Sends the request and reads the answer, all within `timeout`.
-    pub async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-        timeout: Duration,
-    ) -> Result<Response<Bytes>, Reject> {
-        let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    Reject::UpstreamUnreachable
-                } else {
-                    Reject::UpstreamBroken
-                }
-            })?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_UPSTREAM_RESPONSE)
-                .collect()
-                .await
-                .map_err(|_| Reject::UpstreamBroken)?
-                .to_bytes();
-            Ok(Response::from_parts(parts, body))
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| Reject::UpstreamTimeout)?
     }
 }
 
@@ -314,26 +250,15 @@ mod tests {
     }
 
     #[test]
-    fn uri_keeps_the_request_query() {
+    fn path_keeps_the_request_query() {
         let up = parse_upstream("http://127.0.0.1:9000/expel").unwrap();
-        assert_eq!(
-            upstream_uri(&up, None).to_string(),
-            "http://127.0.0.1:9000/expel"
-        );
-        assert_eq!(
-            upstream_uri(&up, Some("a=1&b=2")).to_string(),
-            "http://127.0.0.1:9000/expel?a=1&b=2"
-        );
+        assert!(matches!(upstream_path(&up, None), Cow::Borrowed("/expel")));
+        assert_eq!(upstream_path(&up, Some("")), "/expel");
+        assert_eq!(upstream_path(&up, Some("a=1&b=2")), "/expel?a=1&b=2");
         let up = parse_upstream("http://127.0.0.1:9000/in?src=gw").unwrap();
-        assert_eq!(
-            upstream_uri(&up, Some("a=1")).to_string(),
-            "http://127.0.0.1:9000/in?src=gw&a=1"
-        );
+        assert_eq!(upstream_path(&up, Some("a=1")), "/in?src=gw&a=1");
         let up = parse_upstream("http://upstream.internal").unwrap();
-        assert_eq!(
-            upstream_uri(&up, None).to_string(),
-            "http://upstream.internal/"
-        );
+        assert_eq!(upstream_path(&up, None), "/");
     }
 
     #[test]

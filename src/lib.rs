@@ -10,7 +10,8 @@
 //!   rate limit, size) and the one [`pipeline::Reject`] type.
 //! - [`verify`]: signature schemes (the generic HMAC verifier, its compiled template) and
 //!   the preset table.
-//! - [`forward`]: header rewriting, upstream URI, status mapping and the pooled client.
+//! - [`forward`]: header rewriting, upstream path and status mapping (pure functions).
+//! - [`upstream`]: the HTTP/1.1 upstream client and its keep-alive pools.
 //! - [`server`]: the listener, the outer and inner request handler, graceful drain.
 //! - [`admin`]: `/healthz` and `/readyz` on their own port.
 //! - [`log`]: tracing setup and the access-log line.
@@ -26,4 +27,5 @@ pub mod net;
 pub mod pipeline;
 pub mod server;
 pub mod sink;
+pub mod upstream;
 pub mod verify;

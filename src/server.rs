@@ -5,12 +5,13 @@
 //! bound listener and a shutdown future, so tests run it on port 0.
 
 use crate::config::{Config, Route};
-use crate::forward::{self, ForwardInfo, UpstreamClient, X_REQUEST_ID};
+use crate::forward::{self, ForwardInfo, X_REQUEST_ID};
 use crate::log::AccessLog;
 use crate::net::IpSet;
 use crate::pipeline::rate::RateLimiter;
 use crate::pipeline::route::RouteTable;
 use crate::pipeline::{self, body, client_ip, Reject};
+use crate::upstream::{self, Pool};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -44,6 +45,7 @@ pub struct RouteState {
     pub route: Route,
     pub limiter: Option<RateLimiter>,
     pub name_header: HeaderValue,
+    pub pool: Arc<Pool>,
 }
 
 /// Everything the handler needs, built once from a validated config.
@@ -51,7 +53,6 @@ pub struct Gateway {
     table: RouteTable,
     routes: Vec<RouteState>,
     trusted: IpSet,
-    client: UpstreamClient,
     ids: RequestIds,
     in_flight: AtomicUsize,
     pub health: Arc<Health>,
@@ -125,12 +126,14 @@ impl Gateway {
                 .iter()
                 .map(|r| (r.path.as_str(), r.host.as_deref())),
         );
+        let mut pools = upstream::Pools::default();
         let routes = config
             .routes
             .iter()
             .map(|r| RouteState {
                 limiter: r.rate_limit.map(RateLimiter::new),
                 name_header: HeaderValue::from_str(&r.name).expect("route names are tokens"),
+                pool: pools.pool_for(&r.upstream.authority, config.pool),
                 route: r.clone(),
             })
             .collect();
@@ -138,7 +141,6 @@ impl Gateway {
             table,
             routes,
             trusted: config.trusted_proxies.clone(),
-            client: UpstreamClient::new(&config.pool),
             ids: RequestIds::new(),
             in_flight: AtomicUsize::new(0),
             health: Arc::new(Health::default()),
@@ -230,7 +232,7 @@ impl Gateway {
             .verify(&parts.headers, &body, crate::verify::now_unix())
             .map_err(Reject::Verify)?;
 
-        let uri = forward::upstream_uri(&route.upstream, parts.uri.query());
+        let path = forward::upstream_path(&route.upstream, parts.uri.query());
         // HTTP/2 carries the host in the URI's authority, not in a Host field.
         if !parts.headers.contains_key(header::HOST) {
             if let Some(h) = parts
@@ -254,12 +256,15 @@ impl Gateway {
                 body_len: body.len(),
             },
         );
-        let mut up_req = Request::new(Full::new(body));
-        *up_req.method_mut() = parts.method;
-        *up_req.uri_mut() = uri;
-        *up_req.headers_mut() = parts.headers;
-
-        let up_resp = self.client.send(up_req, route.upstream_timeout).await?;
+        let up_resp = upstream::send(
+            &state.pool,
+            &parts.method,
+            &path,
+            &parts.headers,
+            &body,
+            route.upstream_timeout,
+        )
+        .await?;
         log.upstream_status = Some(up_resp.status());
         let status = forward::map_upstream_status(up_resp.status())?;
         let (mut up_parts, up_body) = up_resp.into_parts();

@@ -1,0 +1,1260 @@
+#!/usr/bin/env python3
+"""Side-by-side load benchmark: hookgate against nginx and haproxy as plain reverse proxies.
+
+Usage:
+    python3 bench/run.py                              # everything, 3 rounds of 5 s
+    python3 bench/run.py --duration 2 --rounds 1      # quick look
+    python3 bench/run.py --scenarios keepalive,forged --no-build
+    python3 bench/run.py --write                      # also write bench/RESULTS.md
+
+Options:
+    --duration S     seconds per wrk run (default 5)
+    --rounds N       rounds per scenario; targets are interleaved A B C A B C ... and
+                     the median of each figure is reported (default 3)
+    --scenarios L    comma list out of: keepalive, body64k, body1m, forged, allcores,
+                     tls, queued, rss, crypto (default: all, in that order)
+    --no-build       do not run `cargo build --release` first
+    --write          also write the whole report to bench/RESULTS.md (overwritten)
+    --peers DIR      directory holding nginx.conf, haproxy.cfg and payload.json
+                     (default: <repo>/../shared/bench)
+
+Setup (2 cores): the upstream sink (`hookgate sink`, 1 worker) and wrk share core 0;
+the proxy under test (hookgate, nginx or haproxy, one worker each) runs on core 1. The
+`allcores` scenario runs the proxies unpinned with 2 workers each and wrk unpinned.
+Everything listens on and talks to 127.0.0.1 only: sink :9000, hookgate :9100 (admin
+:9101), nginx :9200, haproxy :9300. Every process started is killed (process group)
+on exit, on errors and on Ctrl-C.
+
+Needs wrk, nginx, haproxy, taskset and openssl
+(apt-get update && apt-get install -y wrk nginx-light haproxy). Python stdlib only.
+"""
+
+import argparse
+import datetime
+import errno
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import selectors
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(REPO, "target", "release", "hookgate")
+RESULTS = os.path.join(REPO, "bench", "RESULTS.md")
+
+SECRET = b"bench-secret-0123456789"
+HOST = "127.0.0.1"
+SINK_PORT = 9000
+HOOKGATE_PORT = 9100
+ADMIN_PORT = 9101
+NGINX_PORT = 9200
+HAPROXY_PORT = 9300
+PATH = "/hooks/expel"
+
+# Targets in the order they are run within a round (A B C).
+TARGETS = [("hookgate", HOOKGATE_PORT), ("nginx", NGINX_PORT), ("haproxy", HAPROXY_PORT)]
+
+PROXY_CORE = "1"
+LOAD_CORE = "0"  # wrk and the sink
+
+ALL_SCENARIOS = [
+    "keepalive",
+    "body64k",
+    "body1m",
+    "forged",
+    "allcores",
+    "tls",
+    "queued",
+    "rss",
+    "crypto",
+]
+
+RSS_CONNECTIONS = 10_000
+RSS_WINDOW = 256
+
+TOOLS = ["wrk", "nginx", "haproxy", "taskset", "openssl"]
+INSTALL_HINT = "apt-get update && apt-get install -y wrk nginx-light haproxy"
+
+
+class BenchError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- output
+
+
+class Report:
+    """Collects the report (stdout) while progress goes to stderr."""
+
+    def __init__(self):
+        self.lines = []
+
+    def line(self, text=""):
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def table(self, header, rows):
+        self.line("| " + " | ".join(header) + " |")
+        self.line("|" + "|".join("---" for _ in header) + "|")
+        for row in rows:
+            self.line("| " + " | ".join(str(c) for c in row) + " |")
+        self.line()
+
+    def text(self):
+        return "\n".join(self.lines) + "\n"
+
+
+def progress(msg):
+    stamp = datetime.datetime.now().strftime("%H:%M:%S")
+    print(f"[{stamp}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------ processes
+
+
+class Processes:
+    """Every process started, each in its own process group, killed on exit."""
+
+    def __init__(self):
+        self.procs = {}  # name -> (Popen, log path)
+
+    def start(self, name, cmd, log_path, cwd=None):
+        if name != "wrk":
+            progress(f"start {name}: {shlex.join(cmd)}")
+        log = open(log_path, "ab")
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self.procs[name] = (proc, log_path)
+        return proc
+
+    def stop(self, name, grace=5.0):
+        entry = self.procs.pop(name, None)
+        if entry is None:
+            return
+        proc, _ = entry
+        kill_group(proc, grace)
+
+    def stop_all(self):
+        for name in list(self.procs):
+            self.stop(name)
+
+    def log_tail(self, name, lines=15):
+        entry = self.procs.get(name)
+        if entry is None:
+            return ""
+        try:
+            with open(entry[1], "rb") as f:
+                data = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(data.splitlines()[-lines:])
+
+
+def kill_group(proc, grace=5.0):
+    """SIGTERM to the process group, then SIGKILL after `grace` seconds."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # Also reap anything left in the group (nginx workers, a stuck child).
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def port_open(port, timeout=0.2):
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(procs, name, proc, port, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(
+                f"{name} exited with status {proc.returncode} before listening on "
+                f"{HOST}:{port}; its log:\n{procs.log_tail(name)}"
+            )
+        if port_open(port):
+            return
+        time.sleep(0.05)
+    raise BenchError(
+        f"{name} did not listen on {HOST}:{port} within {timeout:.0f}s; its log:\n"
+        f"{procs.log_tail(name)}"
+    )
+
+
+def pinned(core, cmd):
+    return ["taskset", "-c", core] + cmd if core is not None else cmd
+
+
+def run_cmd(cmd, timeout, cwd=None):
+    """Runs a short command; returns (status, stdout+stderr text)."""
+    try:
+        r = subprocess.run(
+            cmd,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return -1, str(e)
+    return r.returncode, r.stdout.decode("utf-8", "replace")
+
+
+# -------------------------------------------------------------------------- payloads
+
+
+def signature(body):
+    return "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+
+
+def generated_body(size):
+    """A JSON event of exactly `size` bytes: a batch of alerts, then padding."""
+    head = '{"guid":"bench-%d","event_name":"alerts_batch","data":{"alerts":[' % size
+    tail = '],"note":"'
+    end = '"}}'
+    parts = []
+    length = len(head) + len(tail) + len(end)
+    i = 0
+    while True:
+        alert = json.dumps(
+            {
+                "id": f"5e8b2a1c-0000-4000-8000-{i:012d}",
+                "title": "Suspicious PowerShell execution on FINANCE-WS-12",
+                "severity": ["LOW", "MEDIUM", "HIGH", "CRITICAL"][i % 4],
+                "host": {"hostname": f"WS-{i % 97:02d}", "ip": f"10.1.{i % 250}.{i % 200}"},
+                "tags": ["powershell", "lateral-movement"],
+            },
+            separators=(",", ":"),
+        )
+        extra = len(alert) + (1 if parts else 0)
+        if length + extra > size:
+            break
+        parts.append(alert)
+        length += extra
+        i += 1
+    data = (head + ",".join(parts) + tail + "x" * (size - length) + end).encode()
+    assert len(data) == size, (len(data), size)
+    json.loads(data)
+    return data
+
+
+def lua_string(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_lua(path, body_path, sig):
+    with open(path, "w") as f:
+        f.write(
+            "-- generated by bench/run.py: POST the body file, signed for hookgate's expel route\n"
+            f"local f = assert(io.open({lua_string(body_path)}, \"rb\"))\n"
+            'wrk.method = "POST"\n'
+            'wrk.body = f:read("*a")\n'
+            "f:close()\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Expel-Signature-256"] = {lua_string(sig)}\n'
+        )
+
+
+class Payload:
+    def __init__(self, name, body_path, sig, lua_path):
+        self.name = name
+        self.body_path = body_path
+        self.sig = sig
+        self.lua = lua_path
+        with open(body_path, "rb") as f:
+            self.body = f.read()
+
+
+# ------------------------------------------------------------------------------ wrk
+
+
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def to_ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise BenchError(f"cannot read wrk latency {text!r}")
+    return float(m.group(1)) * UNIT_MS[m.group(2)]
+
+
+def parse_wrk(out):
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    total = re.search(r"^\s+(\d+) requests in", out, re.M)
+    if not (rps and p50 and p99 and total):
+        raise BenchError(f"cannot parse wrk output:\n{out}")
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    return {
+        "rps": float(rps.group(1)),
+        "p50": to_ms(p50.group(1)),
+        "p99": to_ms(p99.group(1)),
+        "requests": int(total.group(1)),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket": sum(int(x) for x in sock.groups()) if sock else 0,
+    }
+
+
+# ---------------------------------------------------------------------- HTTP helpers
+
+
+def request_bytes(port, body, sig):
+    head = (
+        f"POST {PATH} HTTP/1.1\r\n"
+        f"Host: {HOST}:{port}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Expel-Signature-256: {sig}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "\r\n"
+    )
+    return head.encode() + body
+
+
+def probe(port, body, sig):
+    """One request with http.client; returns the status."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            PATH,
+            body=body,
+            headers={"Content-Type": "application/json", "Expel-Signature-256": sig},
+        )
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def response_complete(buf):
+    """(status, complete) for an HTTP/1.1 response in `buf`; status None if unknown."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None, False
+    head = buf[:end].decode("latin-1").split("\r\n")
+    try:
+        status = int(head[0].split()[1])
+    except (IndexError, ValueError):
+        return None, True
+    length = None
+    chunked = False
+    for h in head[1:]:
+        name, _, value = h.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value.strip())
+        elif name == "transfer-encoding" and "chunked" in value.lower():
+            chunked = True
+    body = buf[end + 4 :]
+    if chunked:
+        return status, body.endswith(b"0\r\n\r\n")
+    return status, len(body) >= (length or 0)
+
+
+class Conn:
+    __slots__ = ("sock", "out", "buf", "status", "done", "failed")
+
+    def __init__(self, sock, out):
+        self.sock = sock
+        self.out = memoryview(out)
+        self.buf = b""
+        self.status = None
+        self.done = False
+        self.failed = None
+
+
+def open_idle_connections(port, n, request, window=RSS_WINDOW, timeout=10.0):
+    """Opens `n` keep-alive connections, each sending `request` and reading its whole
+    response, with at most `window` of them unanswered at a time (so that no listen
+    backlog overflows); returns the connections, all left open, and the time taken."""
+    sel = selectors.DefaultSelector()
+    conns = []
+    t0 = time.monotonic()
+    linger = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT pile-up
+    active = {}  # Conn -> deadline
+    next_check = t0
+    while len(conns) < n or active:
+        while len(active) < window and len(conns) < n:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.setblocking(False)
+            c = Conn(s, request)
+            conns.append(c)
+            err = s.connect_ex((HOST, port))
+            if err not in (0, errno.EINPROGRESS):
+                c.failed = f"connect: {os.strerror(err)}"
+                continue
+            sel.register(s, selectors.EVENT_WRITE, c)
+            active[c] = time.monotonic() + timeout
+        for key, events in sel.select(timeout=0.2):
+            c = key.data
+            try:
+                if events & selectors.EVENT_WRITE:
+                    err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, f"connect: {os.strerror(err)}")
+                    sent = c.sock.send(c.out)
+                    c.out = c.out[sent:]
+                    if not len(c.out):
+                        sel.modify(c.sock, selectors.EVENT_READ, c)
+                    continue
+                data = c.sock.recv(65536)
+                if not data:
+                    raise OSError("closed before the whole answer")
+                c.buf += data
+                c.status, c.done = response_complete(c.buf)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                c.failed = e.strerror or str(e)
+            if c.done or c.failed:
+                sel.unregister(c.sock)
+                del active[c]
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + 0.5
+            for c, deadline in list(active.items()):
+                if now > deadline:
+                    c.failed = f"no answer within {timeout:.0f} s"
+                    sel.unregister(c.sock)
+                    del active[c]
+    sel.close()
+    return conns, time.monotonic() - t0
+
+
+def still_open(sock):
+    try:
+        data = sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return bool(data)
+
+
+def group_rss_kb(pgid):
+    """Sum of VmRSS over the processes of a process group (master and workers)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) != pgid:
+                continue
+            with open(f"/proc/{entry}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def kb_to_mb(kb):
+    return kb * 1024 / 1e6
+
+
+# ------------------------------------------------------------------------ the bench
+
+
+def fmt(x, digits=0):
+    if x is None:
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or not b:
+        return None
+    return a / b
+
+
+def fmt_ratio(r):
+    return "-" if r is None else f"{r:.2f}×"
+
+
+class Bench:
+    def __init__(self, args, tmp, report):
+        self.args = args
+        self.tmp = tmp
+        self.out = report
+        self.procs = Processes()
+        self.peers_dir = os.path.abspath(args.peers)
+        self.mode = None  # which proxy set is running: "pinned", "allcores", "rss"
+        self.results = {}  # scenario -> target -> medians
+        self.rss = {}  # target -> dict
+        self.crypto = None
+        self.payloads = {}
+
+    # ---------------------------------------------------------------- setup
+
+    def prepare_payloads(self):
+        sample = os.path.join(self.peers_dir, "payload.json")
+        bodies = {
+            "sample": sample,
+            "64k": self.write_body("body64k.json", generated_body(64 * 1024)),
+            "1m": self.write_body("body1m.json", generated_body(1024 * 1024)),
+        }
+        for name, path in bodies.items():
+            with open(path, "rb") as f:
+                sig = signature(f.read())
+            lua = os.path.join(self.tmp, f"post-{name}.lua")
+            write_lua(lua, path, sig)
+            self.payloads[name] = Payload(name, path, sig, lua)
+        forged_sig = "sha256=" + "0" * 64
+        lua = os.path.join(self.tmp, "post-forged.lua")
+        write_lua(lua, sample, forged_sig)
+        self.payloads["forged"] = Payload("forged", sample, forged_sig, lua)
+
+    def write_body(self, name, data):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def check_ports_free(self):
+        busy = [
+            p
+            for p in (SINK_PORT, HOOKGATE_PORT, ADMIN_PORT, NGINX_PORT, HAPROXY_PORT)
+            if port_open(p)
+        ]
+        if busy:
+            raise BenchError(
+                "port(s) already in use on 127.0.0.1: "
+                + ", ".join(map(str, busy))
+                + " (another benchmark, gateway or sink running?)"
+            )
+
+    def start_sink(self):
+        cmd = pinned(
+            LOAD_CORE,
+            [BINARY, "sink", "--listen", f"{HOST}:{SINK_PORT}", "--workers", "1"],
+        )
+        proc = self.procs.start("sink", cmd, os.path.join(self.tmp, "sink.log"))
+        wait_port(self.procs, "sink", proc, SINK_PORT)
+
+    def hookgate_config(self, workers):
+        path = os.path.join(self.tmp, f"hookgate-{workers}w.yaml")
+        with open(path, "w") as f:
+            f.write(
+                f"""# generated by bench/run.py
+listen: {HOST}:{HOOKGATE_PORT}
+workers: {workers}
+admin:
+  listen: {HOST}:{ADMIN_PORT}
+shutdown_grace: 2s
+routes:
+  - name: expel
+    path: {PATH}
+    verify: {{ preset: expel, secrets: ["{SECRET.decode()}"] }}
+    max_body: 2MiB
+    upstream: http://{HOST}:{SINK_PORT}/expel
+"""
+            )
+        return path
+
+    def peer_config(self, filename, directory, edits):
+        """A copy of a peer config in `directory` with `edits` [(regex, replacement)]
+        applied, each of which must match exactly once."""
+        with open(os.path.join(self.peers_dir, filename)) as f:
+            text = f.read()
+        for pattern, repl in edits:
+            text, n = re.subn(pattern, repl, text, flags=re.M)
+            if n != 1:
+                raise BenchError(
+                    f"{filename}: expected one match of {pattern!r}, found {n}; "
+                    "has the peer config changed?"
+                )
+        os.makedirs(os.path.join(directory, "logs"), exist_ok=True)
+        path = os.path.join(directory, filename)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def start_proxies(self, mode):
+        """mode: "pinned" (1 worker each on core 1), "allcores" (2 workers each,
+        unpinned), "rss" (as pinned, with the peers' connection caps raised to hold
+        10,000 idle connections)."""
+        if self.mode == mode:
+            return
+        self.stop_proxies()
+        workers = 2 if mode == "allcores" else 1
+        core = None if mode == "allcores" else PROXY_CORE
+
+        nginx_dir = os.path.join(self.tmp, f"nginx-{mode}")
+        nginx_edits = [
+            (r"^(\s*pid\s+)\S+;", rf"\g<1>{nginx_dir}/nginx.pid;"),
+            (r"^(\s*error_log\s+)\S+", rf"\g<1>{nginx_dir}/error.log"),
+        ]
+        if mode == "allcores":
+            nginx_edits.append((r"^(\s*worker_processes\s+)\d+;", r"\g<1>2;"))
+        if mode == "rss":
+            nginx_edits.append((r"(worker_connections\s+)\d+;", r"\g<1>16384;"))
+        nginx_conf = self.peer_config("nginx.conf", nginx_dir, nginx_edits)
+
+        haproxy_edits = []
+        if mode == "allcores":
+            haproxy_edits.append((r"^(\s*nbthread\s+)\d+", r"\g<1>2"))
+        if mode == "rss":
+            # haproxy wants 2 fds per connection up front; with a hard RLIMIT_NOFILE
+            # below that it must be told to start anyway (it needs about 10,000 here).
+            haproxy_edits.append(
+                (r"^(\s*)maxconn\s+\d+", r"\g<1>maxconn 12000\n\g<1>no strict-limits")
+            )
+        haproxy_cfg = self.peer_config(
+            "haproxy.cfg", os.path.join(self.tmp, f"haproxy-{mode}"), haproxy_edits
+        )
+
+        starts = [
+            (
+                "hookgate",
+                HOOKGATE_PORT,
+                [
+                    BINARY,
+                    "--log-level",
+                    "warn",
+                    "serve",
+                    "--config",
+                    self.hookgate_config(workers),
+                ],
+            ),
+            ("nginx", NGINX_PORT, ["nginx", "-c", nginx_conf, "-p", nginx_dir + "/"]),
+            ("haproxy", HAPROXY_PORT, ["haproxy", "-f", haproxy_cfg]),
+        ]
+        for name, port, cmd in starts:
+            proc = self.procs.start(
+                name, pinned(core, cmd), os.path.join(self.tmp, f"{name}-{mode}.log")
+            )
+            wait_port(self.procs, name, proc, port)
+            if name == "hookgate":
+                wait_port(self.procs, name, proc, ADMIN_PORT)
+        self.mode = mode
+
+    def stop_proxies(self):
+        for name, _ in TARGETS:
+            self.procs.stop(name)
+        self.mode = None
+
+    def pid(self, name):
+        return self.procs.procs[name][0].pid
+
+    # ---------------------------------------------------------------- load
+
+    def run_wrk(self, name, port, payload, threads, conns, core):
+        log = os.path.join(self.tmp, "wrk.out")
+        cmd = pinned(
+            core,
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{conns}",
+                f"-d{self.args.duration}s",
+                "--latency",
+                "-s",
+                payload.lua,
+                f"http://{HOST}:{port}{PATH}",
+            ],
+        )
+        if os.path.exists(log):
+            os.unlink(log)
+        proc = self.procs.start("wrk", cmd, log)
+        try:
+            proc.wait(timeout=self.args.duration + 30)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"wrk did not finish in time: {shlex.join(cmd)}")
+        finally:
+            self.procs.stop("wrk")
+        with open(log) as f:
+            text = f.read()
+        if proc.returncode != 0:
+            raise BenchError(f"wrk failed ({proc.returncode}) against {name}:\n{text}")
+        r = parse_wrk(text)
+        progress(
+            f"  {name:8} {r['rps']:>10,.0f} req/s  p50 {r['p50']:.3f} ms  "
+            f"p99 {r['p99']:.3f} ms  non-2xx {r['non2xx']}  socket errors {r['socket']}"
+        )
+        return r
+
+    def load(self, scenario, runs, threads, conns, core):
+        """runs: [(target name, port, payload, expected status)], interleaved per round.
+        Returns {target: medians}."""
+        for name, port, payload, expect in runs:
+            status = probe(port, payload.body, payload.sig)
+            if status != expect:
+                raise BenchError(
+                    f"{scenario}: {name} answered {status} to a probe, expected {expect}"
+                )
+        samples = {name: [] for name, *_ in runs}
+        for rnd in range(self.args.rounds):
+            progress(f"{scenario}: round {rnd + 1}/{self.args.rounds}")
+            for name, port, payload, _ in runs:
+                samples[name].append(self.run_wrk(name, port, payload, threads, conns, core))
+                time.sleep(0.3)
+        for name, port, payload, expect in runs:
+            status = probe(port, payload.body, payload.sig)
+            if status != expect:
+                raise BenchError(
+                    f"{scenario}: {name} answered {status} after the load, expected {expect}"
+                )
+        result = {}
+        for name, rs in samples.items():
+            result[name] = {
+                "rps": statistics.median(r["rps"] for r in rs),
+                "p50": statistics.median(r["p50"] for r in rs),
+                "p99": statistics.median(r["p99"] for r in rs),
+                "requests": sum(r["requests"] for r in rs),
+                "non2xx": sum(r["non2xx"] for r in rs),
+                "socket": sum(r["socket"] for r in rs),
+            }
+        return result
+
+    def print_load_table(self, result):
+        hap = result.get("haproxy", {}).get("rps")
+        ngx = result.get("nginx", {}).get("rps")
+        rows = []
+        for name, r in result.items():
+            if r["non2xx"] or r["socket"]:
+                errors = f"{r['non2xx'] + r['socket']} (non-2xx {r['non2xx']}, socket {r['socket']})"
+            else:
+                errors = "0"
+            rows.append(
+                [
+                    name,
+                    fmt(r["rps"]),
+                    fmt(r["p50"], 3),
+                    fmt(r["p99"], 3),
+                    errors,
+                    fmt_ratio(ratio(r["rps"], hap)),
+                    fmt_ratio(ratio(r["rps"], ngx)),
+                ]
+            )
+        self.out.table(
+            ["target", "req/s", "p50 ms", "p99 ms", "errors", "×haproxy", "×nginx"], rows
+        )
+
+    def three_way(self, scenario, title, payload_name, mode="pinned"):
+        self.start_proxies(mode)
+        payload = self.payloads[payload_name]
+        if mode == "allcores":
+            threads, conns, core = 2, 64, None
+        else:
+            threads, conns, core = 1, 32, LOAD_CORE
+        runs = [(name, port, payload, 200) for name, port in TARGETS]
+        result = self.load(scenario, runs, threads, conns, core)
+        self.results[scenario] = result
+        self.out.line(f"### {scenario}: {title}")
+        self.out.line()
+        self.out.line(
+            f"wrk `-t{threads} -c{conns} -d{self.args.duration}s`"
+            + (" pinned to core 0" if core is not None else " unpinned")
+            + f", body {len(payload.body):,} bytes, median of {self.args.rounds} "
+            "interleaved round(s); errors summed over the rounds."
+        )
+        self.out.line()
+        self.print_load_table(result)
+
+    # ---------------------------------------------------------------- scenarios
+
+    def sc_keepalive(self):
+        self.three_way(
+            "keepalive",
+            "keep-alive POSTs of the 1682-byte sample event",
+            "sample",
+        )
+
+    def sc_body64k(self):
+        self.three_way("body64k", "keep-alive POSTs of a 64 KiB JSON body", "64k")
+
+    def sc_body1m(self):
+        self.three_way("body1m", "keep-alive POSTs of a 1 MiB JSON body", "1m")
+
+    def sc_allcores(self):
+        self.three_way(
+            "allcores",
+            "2 workers each, unpinned (sink unchanged: 1 worker on core 0)",
+            "sample",
+            mode="allcores",
+        )
+
+    def sc_forged(self):
+        self.start_proxies("pinned")
+        forged = self.payloads["forged"]
+        runs = [("hookgate forged", HOOKGATE_PORT, forged, 406)]
+        accepted = self.results.get("keepalive", {}).get("hookgate")
+        source = "keepalive scenario"
+        if accepted is None:
+            # keepalive not run: measure accepted deliveries in the same rounds.
+            runs.append(("hookgate accepted", HOOKGATE_PORT, self.payloads["sample"], 200))
+            source = "measured alongside (keepalive not run)"
+        result = self.load("forged", runs, 1, 32, LOAD_CORE)
+        r = result["hookgate forged"]
+        if accepted is None:
+            accepted = result["hookgate accepted"]
+        wrong = r["requests"] - r["non2xx"]
+        self.results["forged"] = {"rejects": r, "accepted": accepted}
+        self.out.line("### forged: hookgate only, 1682-byte sample with a wrong signature")
+        self.out.line()
+        self.out.line(
+            "Every answer must be 406 `signature_mismatch` (checked with a probe before "
+            "and after; wrk counts them all as non-2xx)."
+        )
+        self.out.line()
+        rows = [
+            [
+                "hookgate (forged → 406)",
+                fmt(r["rps"]),
+                fmt(r["p50"], 3),
+                fmt(r["p99"], 3),
+                f"2xx answers {wrong}, socket {r['socket']}",
+                fmt_ratio(ratio(r["rps"], accepted["rps"])),
+            ],
+            [
+                f"hookgate accepted ({source})",
+                fmt(accepted["rps"]),
+                fmt(accepted["p50"], 3),
+                fmt(accepted["p99"], 3),
+                str(accepted["non2xx"] + accepted["socket"]),
+                "1.00×",
+            ],
+        ]
+        self.out.table(
+            ["target", "req/s", "p50 ms", "p99 ms", "errors", "×accepted"], rows
+        )
+        if wrong:
+            raise BenchError(f"forged: {wrong} forged deliveries were not rejected")
+
+    def not_measured(self, scenario, reason):
+        self.out.line(f"### {scenario}")
+        self.out.line()
+        self.out.table(
+            ["target", "req/s", "p50 ms", "p99 ms", "errors", "×haproxy", "×nginx"],
+            [["hookgate", f"not measured: {reason}", "", "", "", "", ""]],
+        )
+
+    def sc_tls(self):
+        self.not_measured("tls", "TLS termination lands with issue #5")
+
+    def sc_queued(self):
+        self.not_measured("queued", "queued delivery lands with issue #6")
+
+    def sc_rss(self):
+        # Fresh processes, so that "idle" is right after start.
+        self.stop_proxies()
+        self.start_proxies("rss")
+        payload = self.payloads["sample"]
+        rows = []
+        for name, port in TARGETS:
+            pgid = self.pid(name)
+            time.sleep(0.5)
+            idle = group_rss_kb(pgid)
+            progress(f"rss: {name} idle {kb_to_mb(idle):.1f} MB; opening {RSS_CONNECTIONS} connections")
+            # The client runs where wrk runs: core 0.
+            affinity = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {int(LOAD_CORE)})
+            try:
+                conns, elapsed = open_idle_connections(
+                    port, RSS_CONNECTIONS, request_bytes(port, payload.body, payload.sig)
+                )
+            finally:
+                os.sched_setaffinity(0, affinity)
+            loaded = group_rss_kb(pgid)
+            answered = sum(1 for c in conns if c.done and c.status == 200)
+            alive = sum(
+                1 for c in conns if c.done and c.status == 200 and still_open(c.sock)
+            )
+            failures = {}
+            for c in conns:
+                if c.failed:
+                    failures[c.failed] = failures.get(c.failed, 0) + 1
+                elif c.done and c.status != 200:
+                    key = f"status {c.status}"
+                    failures[key] = failures.get(key, 0) + 1
+            for c in conns:
+                c.sock.close()
+            progress(
+                f"rss: {name} {kb_to_mb(loaded):.1f} MB with {alive} open in {elapsed:.1f}s"
+                + (f"; failures {failures}" if failures else "")
+            )
+            self.rss[name] = {
+                "idle": kb_to_mb(idle),
+                "loaded": kb_to_mb(loaded),
+                "alive": alive,
+                "answered": answered,
+                "elapsed": elapsed,
+                "failures": failures,
+            }
+            rows.append(
+                [
+                    name,
+                    f"{kb_to_mb(idle):.1f}",
+                    f"{kb_to_mb(loaded):.1f}",
+                    f"{alive:,} / {RSS_CONNECTIONS:,}",
+                    f"{elapsed:.1f}",
+                    ", ".join(f"{k}: {v}" for k, v in failures.items()) or "-",
+                ]
+            )
+            time.sleep(1.0)
+        # The idle connections are gone; later scenarios start from fresh processes.
+        self.stop_proxies()
+        self.out.line("### rss: resident memory, idle and with 10,000 idle keep-alive connections")
+        self.out.line()
+        self.out.line(
+            "VmRSS summed over the process group (nginx: master + worker), 1 MB = 10^6 bytes. "
+            "Idle: 0.5 s after start. Loaded: right after the last of 10,000 connections "
+            f"(at most {RSS_WINDOW} unanswered at a time; each sent one signed 1682-byte POST and read the "
+            "whole answer) was answered, all held open. For this scenario only, the peers' "
+            "connection caps are raised (nginx worker_connections 16384, haproxy maxconn "
+            "12000 with `no strict-limits`)."
+        )
+        self.out.line()
+        self.out.table(
+            ["target", "idle MB", "10k conns MB", "open and answered 200", "open time s", "failures"],
+            rows,
+        )
+
+    def sc_crypto(self):
+        self.stop_proxies()
+        progress("crypto: openssl speed -evp sha256 (core 1)")
+        cmd = pinned(
+            PROXY_CORE,
+            ["openssl", "speed", "-evp", "sha256", "-bytes", "1048576", "-seconds", "2"],
+        )
+        status, out = run_cmd(cmd, timeout=60)
+        m = re.search(r"^(?:sha256|sha2-256)\s+([\d.]+)k\s*$", out, re.M | re.I)
+        if status != 0 or not m:
+            raise BenchError(f"cannot read openssl speed output:\n{out}")
+        openssl_raw = m.group(1) + "k"
+        openssl_gbs = float(m.group(1)) * 1000 / 1e9
+
+        progress("crypto: building the verify bench")
+        status, out = run_cmd(
+            ["cargo", "bench", "--bench", "verify", "--no-run"], timeout=1800, cwd=REPO
+        )
+        if status != 0:
+            raise BenchError(f"cargo bench --no-run failed:\n{out[-3000:]}")
+        progress("crypto: cargo bench --bench verify -- throughput/hmac_sha256_1mib (core 1)")
+        measure = max(2, self.args.duration)
+        bench_cmd = pinned(
+            PROXY_CORE,
+            [
+                "cargo",
+                "bench",
+                "--bench",
+                "verify",
+                "--",
+                "throughput/hmac_sha256_1mib",
+                "--warm-up-time",
+                "1",
+                "--measurement-time",
+                str(measure),
+            ],
+        )
+        status, out = run_cmd(bench_cmd, timeout=600, cwd=REPO)
+        m = re.search(
+            r"throughput/hmac_sha256_1mib.*?thrpt:\s+\[\s*\S+\s+\S+\s+([\d.]+)\s+([KMG]i?B/s)",
+            out,
+            re.S,
+        )
+        if status != 0 or not m:
+            raise BenchError(f"cannot read criterion output:\n{out[-3000:]}")
+        factor = {
+            "KB/s": 1e3,
+            "MB/s": 1e6,
+            "GB/s": 1e9,
+            "KiB/s": 2**10,
+            "MiB/s": 2**20,
+            "GiB/s": 2**30,
+        }[m.group(2)]
+        hmac_gbs = float(m.group(1)) * factor / 1e9
+        self.crypto = {"openssl": openssl_gbs, "hmac": hmac_gbs}
+        self.out.line("### crypto: SHA-256 over 1 MiB blocks, on core 1")
+        self.out.line()
+        self.out.table(
+            ["measurement", "GB/s", "as printed"],
+            [
+                [
+                    "`openssl speed -evp sha256 -bytes 1048576 -seconds 2`",
+                    f"{openssl_gbs:.3f}",
+                    f"{openssl_raw} (1000s of bytes/s)",
+                ],
+                [
+                    "`cargo bench --bench verify -- throughput/hmac_sha256_1mib` (HMAC, criterion median)",
+                    f"{hmac_gbs:.3f}",
+                    f"{m.group(1)} {m.group(2)}",
+                ],
+                ["ratio hookgate HMAC / openssl SHA-256", f"{hmac_gbs / openssl_gbs:.2f}×", ""],
+            ],
+        )
+
+    # ---------------------------------------------------------------- targets
+
+    def targets(self):
+        lines = []
+
+        def check(label, ok, detail):
+            if ok is None:
+                lines.append(f"- n/a  {label}: {detail}")
+            else:
+                lines.append(f"- {'PASS' if ok else 'FAIL'} {label}: {detail}")
+
+        load_scenarios = [s for s in ("keepalive", "body64k", "body1m", "allcores") if s in self.results]
+        if not load_scenarios:
+            check("req/s and p99 against the peers", None, "no load scenario run")
+        for s in load_scenarios:
+            r = self.results[s]
+            hg, hap, ngx = r["hookgate"], r["haproxy"], r["nginx"]
+            x = ratio(hg["rps"], hap["rps"])
+            check(f"{s}: req/s ≥ 1.0× haproxy", x >= 1.0, f"{x:.2f}× ({hg['rps']:,.0f} vs {hap['rps']:,.0f})")
+            x = ratio(hg["rps"], ngx["rps"])
+            check(f"{s}: req/s ≥ 1.15× nginx", x >= 1.15, f"{x:.2f}× ({hg['rps']:,.0f} vs {ngx['rps']:,.0f})")
+            check(
+                f"{s}: p99 ≤ haproxy's p99",
+                hg["p99"] <= hap["p99"],
+                f"{hg['p99']:.3f} ms vs {hap['p99']:.3f} ms",
+            )
+        f = self.results.get("forged")
+        if f:
+            x = ratio(f["rejects"]["rps"], f["accepted"]["rps"])
+            check(
+                "forged rejects/s ≥ 2× accepted req/s",
+                x >= 2.0,
+                f"{x:.2f}× ({f['rejects']['rps']:,.0f} vs {f['accepted']['rps']:,.0f})",
+            )
+        else:
+            check("forged rejects/s ≥ 2× accepted req/s", None, "forged not run")
+        hg = self.rss.get("hookgate")
+        if hg:
+            check("RSS idle < 30 MB", hg["idle"] < 30, f"{hg['idle']:.1f} MB")
+            full = hg["alive"] == RSS_CONNECTIONS
+            check(
+                "RSS with 10,000 idle connections < 150 MB",
+                hg["loaded"] < 150 and full,
+                f"{hg['loaded']:.1f} MB with {hg['alive']:,} of {RSS_CONNECTIONS:,} open and answered 200",
+            )
+        else:
+            check("RSS idle < 30 MB", None, "rss not run")
+            check("RSS with 10,000 idle connections < 150 MB", None, "rss not run")
+        if self.crypto:
+            check("HMAC-SHA256 ≥ 1.5 GB/s", self.crypto["hmac"] >= 1.5, f"{self.crypto['hmac']:.3f} GB/s")
+        else:
+            check("HMAC-SHA256 ≥ 1.5 GB/s", None, "crypto not run")
+        self.out.line("### targets")
+        self.out.line()
+        for line in lines:
+            self.out.line(line)
+        self.out.line()
+
+
+# --------------------------------------------------------------------------- header
+
+
+def first_line(text):
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return "?"
+
+
+def machine_header(report, argv):
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    _, nginx_v = run_cmd(["nginx", "-v"], 10)
+    _, haproxy_v = run_cmd(["haproxy", "-v"], 10)
+    _, wrk_v = run_cmd(["wrk", "-v"], 10)
+    _, commit = run_cmd(["git", "rev-parse", "--short=12", "HEAD"], 10, cwd=REPO)
+    dirty, _ = run_cmd(["git", "diff", "--quiet", "HEAD", "--", "src", "Cargo.toml", "Cargo.lock"], 10, cwd=REPO)
+    commit = first_line(commit) + (" (with uncommitted changes in src/ or Cargo.*)" if dirty == 1 else "")
+    report.line("# hookgate load benchmark")
+    report.line()
+    report.line(f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    report.line(f"- machine: {os.cpu_count()} cores (nproc), {cpu}, Linux {platform.release()}")
+    report.line(f"- nginx: {first_line(nginx_v)}")
+    report.line(f"- haproxy: {first_line(haproxy_v)}")
+    report.line(f"- wrk: {first_line(wrk_v)}")
+    report.line(f"- hookgate: commit {commit}")
+    report.line(f"- command: `{shlex.join(['python3'] + argv)}`")
+    report.line(
+        "- setup: sink (`hookgate sink --workers 1`) and wrk on core 0; the proxy under "
+        "test on core 1, one worker; targets interleaved A B C per round; hookgate "
+        "verifies the Expel signature (HMAC-SHA256), nginx and haproxy only proxy"
+    )
+    report.line()
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+        return want, None
+    except (ValueError, OSError):
+        limit = hard if hard != resource.RLIM_INFINITY else want
+        limit = min(limit, want)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        return limit, f"could not raise RLIMIT_NOFILE to {want} (hard limit {hard}); using {limit}"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description="hookgate vs nginx vs haproxy load benchmark (see the module docstring)"
+    )
+    p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument(
+        "--scenarios",
+        default=",".join(ALL_SCENARIOS),
+        help="comma list of scenarios (default: all): " + ",".join(ALL_SCENARIOS),
+    )
+    p.add_argument("--no-build", action="store_true", help="skip cargo build --release")
+    p.add_argument("--write", action="store_true", help="also write bench/RESULTS.md")
+    p.add_argument(
+        "--peers",
+        default=os.path.join(os.path.dirname(REPO), "shared", "bench"),
+        help="directory with nginx.conf, haproxy.cfg, payload.json (default ../shared/bench)",
+    )
+    args = p.parse_args(argv)
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in scenarios if s not in ALL_SCENARIOS]
+    if unknown:
+        p.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(ALL_SCENARIOS)}")
+    if args.duration < 1 or args.rounds < 1:
+        p.error("--duration and --rounds must be at least 1")
+    # Run in the canonical order whatever order was given.
+    args.scenarios = [s for s in ALL_SCENARIOS if s in scenarios]
+    return args
+
+
+def on_signal(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv):
+    args = parse_args(argv)
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        print(f"missing tools: {', '.join(missing)}", file=sys.stderr)
+        print(INSTALL_HINT)
+        return 2
+    for f in ("nginx.conf", "haproxy.cfg", "payload.json"):
+        if not os.path.isfile(os.path.join(args.peers, f)):
+            print(f"{args.peers}/{f} not found (set --peers DIR)", file=sys.stderr)
+            return 2
+
+    _, warning = raise_nofile()
+    if warning:
+        progress(f"warning: {warning}")
+
+    if not args.no_build:
+        progress("cargo build --release")
+        r = subprocess.run(["cargo", "build", "--release"], cwd=REPO)
+        if r.returncode != 0:
+            print("cargo build --release failed", file=sys.stderr)
+            return 1
+    if not os.access(BINARY, os.X_OK):
+        print(f"{BINARY} not found; build it or drop --no-build", file=sys.stderr)
+        return 1
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    report = Report()
+    tmp = tempfile.mkdtemp(prefix="hookgate-bench-")
+    bench = Bench(args, tmp, report)
+    ok = False
+    try:
+        machine_header(report, sys.argv)
+        if warning:
+            report.line(f"Note: {warning}.")
+            report.line()
+        bench.check_ports_free()
+        bench.prepare_payloads()
+        load = {"keepalive", "body64k", "body1m", "forged", "allcores", "rss"}
+        if load & set(args.scenarios):
+            bench.start_sink()
+        report.line("## results")
+        report.line()
+        for s in args.scenarios:
+            getattr(bench, f"sc_{s}")()
+        bench.targets()
+        ok = True
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        bench.procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+    if not ok:
+        return 1
+    if args.write:
+        with open(RESULTS, "w") as f:
+            f.write(report.text())
+        progress(f"wrote {os.path.relpath(RESULTS, os.getcwd())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
