@@ -7,71 +7,45 @@
 use crate::config::Upstream;
 use crate::pipeline::Reject;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::StatusCode;
+use http::{Method, StatusCode};
 use std::borrow::Cow;
-use std::net::IpAddr;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub const X_HOOKGATE_ROUTE: HeaderName = HeaderName::from_static("x-hookgate-route");
-pub const X_HOOKGATE_VERIFIED: HeaderName = HeaderName::from_static("x-hookgate-verified");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Removes the fields that describe one hop, not the message: Connection and every field
-/// it names, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade and Proxy-*.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+/// Whether a field describes one hop rather than the message (RFC 9110 §7.6.1):
+/// Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade and every Proxy-*.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    match name.as_str() {
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade" => true,
+        other => other.starts_with("proxy-"),
     }
-    for name in [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-        PROXY_CONNECTION,
-    ] {
-        headers.remove(name);
-    }
-    remove_prefixed(headers, "proxy-");
 }
 
-/// Removes every field whose name starts with `prefix` (lower case). Allocates only
-/// when there is something to remove.
-fn remove_prefixed(headers: &mut HeaderMap, prefix: &str) {
-    if headers.keys().any(|k| k.as_str().starts_with(prefix)) {
-        let names: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with(prefix))
-            .cloned()
-            .collect();
-        for name in names {
-            headers.remove(name);
+/// The field names a message's Connection header lists (hop-by-hop by declaration).
+/// Most requests have none, so this allocates nothing unless there is one.
+pub fn connection_listed(headers: &HeaderMap) -> Vec<&str> {
+    let mut listed = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        if let Ok(text) = value.to_str() {
+            listed.extend(text.split(',').map(str::trim).filter(|t| !t.is_empty()));
         }
     }
+    listed
 }
 
 /// What the gateway knows about a request that the upstream should learn too.
 pub struct ForwardInfo<'a> {
-    /// The TCP peer.
-    pub peer: IpAddr,
+    /// The TCP peer's address as text (rendered once per connection).
+    pub peer: &'a str,
     /// Whether the peer is a trusted proxy (whose X-Forwarded-* we keep and extend).
     pub peer_trusted: bool,
     /// `http` or `https`: how the request reached us.
     pub proto: &'static str,
+    /// The Host the sender asked for (the Host field, or the HTTP/2 authority).
+    pub original_host: Option<&'a [u8]>,
     pub request_id: &'a HeaderValue,
     pub route: &'a HeaderValue,
     pub verified: &'a HeaderValue,
@@ -79,51 +53,107 @@ pub struct ForwardInfo<'a> {
     pub body_len: usize,
 }
 
-/// Rewrites the sender's headers, in place, into the upstream request's headers.
-pub fn upstream_headers(headers: &mut HeaderMap, info: &ForwardInfo<'_>) {
-    let original_host = headers.remove(header::HOST);
-    strip_hop_by_hop(headers);
-    // The body has been read already, so the upstream must not be asked to continue.
-    headers.remove(header::EXPECT);
-    // Nobody outside may claim a route or a verification: only we set these.
-    remove_prefixed(headers, "x-hookgate-");
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
 
-    let peer = info.peer.to_string();
-    let xff = if info.peer_trusted {
-        let chain: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if chain.is_empty() {
-            peer
-        } else {
-            format!("{}, {peer}", chain.join(", "))
-        }
-    } else {
-        peer
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    if !(info.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(info.proto));
-    }
-    if !(info.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match original_host {
-            Some(h) => {
-                headers.insert(X_FORWARDED_HOST, h);
-            }
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
-    headers.insert(X_REQUEST_ID, info.request_id.clone());
-    headers.insert(X_HOOKGATE_ROUTE, info.route.clone());
-    headers.insert(X_HOOKGATE_VERIFIED, info.verified.clone());
-    headers.insert(header::HOST, info.upstream_host.clone());
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(info.body_len));
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Writes the upstream request head into `out` (cleared first): the request line, the
+/// sender's end-to-end fields, then ours. Filtering while writing leaves the sender's
+/// header map untouched and costs one pass over it. Dropped: hop-by-hop fields and the
+/// ones Connection names, Host and Content-Length (ours replace them), Expect (the body
+/// is already read), any X-Hookgate-* (only we may claim a route or a verification),
+/// X-Request-Id (ours, which keeps a sane one the sender sent), and X-Forwarded-* unless
+/// the peer is a trusted proxy.
+pub fn write_upstream_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    info: &ForwardInfo<'_>,
+) {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let listed = connection_listed(headers);
+    let mut kept_proto = false;
+    let mut kept_host = false;
+    let mut chain_started = false;
+    let mut chain: Vec<u8> = Vec::new();
+    for (name, value) in headers {
+        if is_hop_by_hop(name)
+            || name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::EXPECT
+            || name == X_REQUEST_ID
+            || name.as_str().starts_with("x-hookgate-")
+            || listed.iter().any(|l| l.eq_ignore_ascii_case(name.as_str()))
+        {
+            continue;
+        }
+        if name == X_FORWARDED_FOR {
+            if info.peer_trusted {
+                if chain_started {
+                    chain.extend_from_slice(b", ");
+                }
+                chain.extend_from_slice(value.as_bytes().trim_ascii());
+                chain_started = true;
+            }
+            continue;
+        }
+        if name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST {
+            if !info.peer_trusted {
+                continue;
+            }
+            if name == X_FORWARDED_PROTO {
+                kept_proto = true;
+            } else {
+                kept_host = true;
+            }
+        }
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+
+    push_field(out, b"host", info.upstream_host.as_bytes());
+    out.extend_from_slice(b"content-length: ");
+    push_decimal(out, info.body_len);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if chain_started {
+        out.extend_from_slice(&chain);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(info.peer.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !kept_proto {
+        push_field(out, b"x-forwarded-proto", info.proto.as_bytes());
+    }
+    if let (false, Some(host)) = (kept_host, info.original_host) {
+        push_field(out, b"x-forwarded-host", host);
+    }
+    push_field(out, b"x-request-id", info.request_id.as_bytes());
+    push_field(out, b"x-hookgate-route", info.route.as_bytes());
+    push_field(out, b"x-hookgate-verified", info.verified.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The upstream request's path: the upstream's path (and own query), plus the
@@ -164,17 +194,54 @@ mod tests {
         HeaderValue::from_str(s).unwrap()
     }
 
-    fn info<'a>(peer: &str, trusted: bool, vals: &'a [HeaderValue; 4]) -> ForwardInfo<'a> {
-        ForwardInfo {
-            peer: peer.parse().unwrap(),
+    /// Writes the head for `headers` and parses it back into (name, value) pairs.
+    fn forwarded(
+        h: &HeaderMap,
+        peer: &str,
+        trusted: bool,
+        original_host: Option<&[u8]>,
+    ) -> Vec<(String, String)> {
+        let vals = [hv("req-1"), hv("expel"), hv("expel"), hv("127.0.0.1:9000")];
+        let info = ForwardInfo {
+            peer,
             peer_trusted: trusted,
             proto: "http",
+            original_host,
             request_id: &vals[0],
             route: &vals[1],
             verified: &vals[2],
             upstream_host: &vals[3],
             body_len: 42,
-        }
+        };
+        let mut out = Vec::new();
+        write_upstream_head(&mut out, &Method::POST, "/in?a=1", h, &info);
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut slots);
+        assert_eq!(
+            req.parse(&out).unwrap(),
+            httparse::Status::Complete(out.len())
+        );
+        assert_eq!(
+            (req.method, req.path, req.version),
+            (Some("POST"), Some("/in?a=1"), Some(1))
+        );
+        req.headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8(h.value.to_vec()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn all<'a>(fields: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+        fields
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     fn sample() -> HeaderMap {
@@ -192,8 +259,11 @@ mod tests {
         h.insert(header::EXPECT, hv("100-continue"));
         h.insert(header::CONTENT_LENGTH, hv("999"));
         h.insert("x-hookgate-verified", hv("forged"));
+        h.insert("x-request-id", hv("sender-chosen"));
         h.insert("expel-signature-256", hv("sha256=abc"));
         h.insert(header::CONTENT_TYPE, hv("application/json"));
+        h.append("x-multi", hv("1"));
+        h.append("x-multi", hv("2"));
         h.append(X_FORWARDED_FOR, hv("1.1.1.1"));
         h.append(X_FORWARDED_FOR, hv("2.2.2.2"));
         h.insert(X_FORWARDED_PROTO, hv("https"));
@@ -202,9 +272,7 @@ mod tests {
 
     #[test]
     fn hop_by_hop_and_spoofed_fields_are_removed() {
-        let vals = [hv("req-1"), hv("expel"), hv("expel"), hv("127.0.0.1:9000")];
-        let mut h = sample();
-        upstream_headers(&mut h, &info("198.51.100.7", false, &vals));
+        let f = forwarded(&sample(), "198.51.100.7", false, Some(b"hooks.example.com"));
         for gone in [
             "connection",
             "x-secret-hop",
@@ -217,36 +285,68 @@ mod tests {
             "proxy-custom",
             "expect",
         ] {
-            assert!(!h.contains_key(gone), "{gone} should be stripped");
+            assert!(all(&f, gone).is_empty(), "{gone} should be stripped");
         }
-        assert_eq!(h["expel-signature-256"], "sha256=abc");
-        assert_eq!(h[header::CONTENT_TYPE], "application/json");
-        assert_eq!(h[header::HOST], "127.0.0.1:9000");
-        assert_eq!(h[header::CONTENT_LENGTH], "42");
-        assert_eq!(h["x-hookgate-verified"], "expel");
-        assert_eq!(h.get_all("x-hookgate-verified").iter().count(), 1);
-        assert_eq!(h["x-hookgate-route"], "expel");
-        assert_eq!(h["x-request-id"], "req-1");
+        assert_eq!(all(&f, "expel-signature-256"), ["sha256=abc"]);
+        assert_eq!(all(&f, "content-type"), ["application/json"]);
+        assert_eq!(all(&f, "x-multi"), ["1", "2"]);
+        assert_eq!(all(&f, "host"), ["127.0.0.1:9000"]);
+        assert_eq!(all(&f, "content-length"), ["42"]);
+        assert_eq!(all(&f, "x-hookgate-verified"), ["expel"]);
+        assert_eq!(all(&f, "x-hookgate-route"), ["expel"]);
+        assert_eq!(all(&f, "x-request-id"), ["req-1"]);
     }
 
     #[test]
     fn forwarded_fields_from_an_untrusted_peer_are_replaced() {
-        let vals = [hv("r"), hv("a"), hv("b"), hv("up:1")];
-        let mut h = sample();
-        upstream_headers(&mut h, &info("198.51.100.7", false, &vals));
-        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
-        assert_eq!(h[X_FORWARDED_FOR], "198.51.100.7");
-        assert_eq!(h[X_FORWARDED_PROTO], "http");
-        assert_eq!(h[X_FORWARDED_HOST], "hooks.example.com");
+        let f = forwarded(&sample(), "198.51.100.7", false, Some(b"hooks.example.com"));
+        assert_eq!(all(&f, "x-forwarded-for"), ["198.51.100.7"]);
+        assert_eq!(all(&f, "x-forwarded-proto"), ["http"]);
+        assert_eq!(all(&f, "x-forwarded-host"), ["hooks.example.com"]);
+        let f = forwarded(&sample(), "198.51.100.7", false, None);
+        assert!(all(&f, "x-forwarded-host").is_empty());
     }
 
     #[test]
     fn forwarded_fields_from_a_trusted_proxy_are_extended() {
-        let vals = [hv("r"), hv("a"), hv("b"), hv("up:1")];
+        let f = forwarded(&sample(), "10.0.0.1", true, Some(b"hooks.example.com"));
+        assert_eq!(all(&f, "x-forwarded-for"), ["1.1.1.1, 2.2.2.2, 10.0.0.1"]);
+        assert_eq!(all(&f, "x-forwarded-proto"), ["https"]);
+        assert_eq!(all(&f, "x-forwarded-host"), ["hooks.example.com"]);
         let mut h = sample();
-        upstream_headers(&mut h, &info("10.0.0.1", true, &vals));
-        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.1");
-        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        h.remove(X_FORWARDED_FOR);
+        let f = forwarded(&h, "10.0.0.1", true, None);
+        assert_eq!(all(&f, "x-forwarded-for"), ["10.0.0.1"]);
+    }
+
+    #[test]
+    fn hop_by_hop_names() {
+        for n in [
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "proxy-x",
+        ] {
+            assert!(is_hop_by_hop(&HeaderName::from_static(n)), "{n}");
+        }
+        for n in ["content-type", "x-proxy", "trailers", "expel-signature-256"] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(n)), "{n}");
+        }
+        assert!(connection_listed(&HeaderMap::new()).is_empty());
+        assert_eq!(connection_listed(&sample()), ["keep-alive", "X-Secret-Hop"]);
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0usize, 7, 42, 1682, 1048576, usize::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! request. Nothing here ever sees a secret or a signature.
 
 use crate::pipeline::Reject;
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode, Uri};
 use std::net::IpAddr;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -38,7 +38,8 @@ pub struct AccessLog {
     pub route_index: Option<usize>,
     pub client_ip: IpAddr,
     pub method: Method,
-    pub path: String,
+    /// The request's URI (cloning it shares its bytes; only the path is logged).
+    pub uri: Uri,
     pub outcome: &'static str,
     pub reason: &'static str,
     pub upstream_status: Option<StatusCode>,
@@ -46,12 +47,12 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    pub fn new(peer: IpAddr, method: Method, path: &str) -> Self {
+    pub fn new(peer: IpAddr, method: Method, uri: Uri) -> Self {
         AccessLog {
             route_index: None,
             client_ip: crate::net::canonical(peer),
             method,
-            path: path.to_string(),
+            uri,
             outcome: "accepted",
             reason: "-",
             upstream_status: None,
@@ -77,7 +78,7 @@ impl AccessLog {
             route = route.unwrap_or("-"),
             client_ip = %self.client_ip,
             method = %self.method,
-            path = %self.path,
+            path = self.uri.path(),
             status = status.as_u16(),
             outcome = self.outcome,
             reason = self.reason,

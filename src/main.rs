@@ -31,11 +31,16 @@ fn main() -> ExitCode {
                 }
             };
             let _guard = hookgate::log::init(args.log_format, &args.log_level);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(cfg.workers)
-                .enable_all()
-                .build()
-            {
+            // One worker is one thread that does everything: a current-thread runtime
+            // skips the work-stealing machinery and its cross-thread wake-ups.
+            let mut builder = if cfg.workers == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(cfg.workers);
+                b
+            };
+            let runtime = match builder.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the runtime");

@@ -25,6 +25,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
@@ -161,12 +162,15 @@ impl Gateway {
     }
 
     /// The outer layer: request id, the stages, error → response, one log line.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+    /// `peer_text` is the peer's address as text, rendered once per connection.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, peer_text: &str) -> Resp {
         let start = Instant::now();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let request_id = self.ids.take(req.headers().get(X_REQUEST_ID));
-        let mut log = AccessLog::new(peer.ip(), req.method().clone(), req.uri().path());
-        let result = self.handle_inner(req, peer, &request_id, &mut log).await;
+        let mut log = AccessLog::new(peer.ip(), req.method().clone(), req.uri().clone());
+        let result = self
+            .handle_inner(req, peer, peer_text, &request_id, &mut log)
+            .await;
         let mut resp = match result {
             Ok(resp) => resp,
             Err(reject) => {
@@ -190,6 +194,7 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
+        peer_text: &str,
         request_id: &HeaderValue,
         log: &mut AccessLog,
     ) -> Result<Resp, Reject> {
@@ -218,13 +223,16 @@ impl Gateway {
         let declared = req.body().size_hint().exact();
         body::check_declared_size(declared, route.max_body)?;
 
-        let (mut parts, incoming) = req.into_parts();
-        let body = tokio::time::timeout(
-            BODY_READ_TIMEOUT,
-            body::read_body(incoming, route.max_body, declared),
-        )
-        .await
-        .map_err(|_| Reject::BodyTimeout)??;
+        let (parts, incoming) = req.into_parts();
+        // A small body usually arrived with the head: read it without arming a timer,
+        // and only if it has not, wait for the rest under the body deadline.
+        let mut reading = std::pin::pin!(body::read_body(incoming, route.max_body, declared));
+        let body = match std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await {
+            Poll::Ready(result) => result?,
+            Poll::Pending => tokio::time::timeout(BODY_READ_TIMEOUT, reading)
+                .await
+                .map_err(|_| Reject::BodyTimeout)??,
+        };
         log.bytes = body.len();
 
         route
@@ -234,42 +242,29 @@ impl Gateway {
 
         let path = forward::upstream_path(&route.upstream, parts.uri.query());
         // HTTP/2 carries the host in the URI's authority, not in a Host field.
-        if !parts.headers.contains_key(header::HOST) {
-            if let Some(h) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                parts.headers.insert(header::HOST, h);
-            }
-        }
-        forward::upstream_headers(
-            &mut parts.headers,
-            &ForwardInfo {
-                peer: crate::net::canonical(peer.ip()),
-                peer_trusted,
-                proto: "http",
-                request_id,
-                route: &state.name_header,
-                verified: &route.verifier.header_value,
-                upstream_host: &route.upstream.host_header,
-                body_len: body.len(),
-            },
-        );
-        let up_resp = upstream::send(
-            &state.pool,
-            &parts.method,
-            &path,
-            &parts.headers,
-            &body,
-            route.upstream_timeout,
-        )
-        .await?;
+        let original_host = match parts.headers.get(header::HOST) {
+            Some(h) => Some(h.as_bytes()),
+            None => parts.uri.authority().map(|a| a.as_str().as_bytes()),
+        };
+        let info = ForwardInfo {
+            peer: peer_text,
+            peer_trusted,
+            proto: "http",
+            original_host,
+            request_id,
+            route: &state.name_header,
+            verified: &route.verifier.header_value,
+            upstream_host: &route.upstream.host_header,
+            body_len: body.len(),
+        };
+        let head = |out: &mut Vec<u8>| {
+            forward::write_upstream_head(out, &parts.method, &path, &parts.headers, &info)
+        };
+        let up_resp = upstream::send(&state.pool, head, &body, route.upstream_timeout).await?;
         log.upstream_status = Some(up_resp.status());
         let status = forward::map_upstream_status(up_resp.status())?;
+        // The upstream's end-to-end fields (its hop-by-hop ones were dropped when parsed).
         let (mut up_parts, up_body) = up_resp.into_parts();
-        forward::strip_hop_by_hop(&mut up_parts.headers);
-        up_parts.headers.remove(header::CONTENT_LENGTH);
         up_parts.status = status;
         log.outcome = if status.is_success() {
             "accepted"
@@ -384,9 +379,11 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let gw = gateway.clone();
+                let peer_text: Arc<str> = crate::net::canonical(peer.ip()).to_string().into();
                 let svc = service_fn(move |req| {
                     let gw = gw.clone();
-                    async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer).await) }
+                    let peer_text = peer_text.clone();
+                    async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer, &peer_text).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);

@@ -15,7 +15,7 @@ use crate::pipeline::Reject;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
-use http::{Method, Response, StatusCode, Version};
+use http::{Response, StatusCode, Version};
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -131,35 +131,30 @@ impl Pool {
         })
     }
 
-    /// Sends one request and reads the whole answer. The caller bounds it in time.
-    pub async fn send(
+    /// Sends one request and reads the whole answer. `head` writes the request head
+    /// into a buffer (it may be called twice, for the one retry); the caller bounds the
+    /// exchange in time.
+    pub async fn send<H: Fn(&mut Vec<u8>)>(
         &self,
-        method: &Method,
-        path_and_query: &str,
-        headers: &HeaderMap,
+        head: H,
         body: &Bytes,
     ) -> Result<Response<Bytes>, Reject> {
         if let Some(conn) = self.checkout() {
-            match self
-                .exchange(conn, method, path_and_query, headers, body, true)
-                .await
-            {
+            match self.exchange(conn, &head, body, true).await {
                 Err(Failure { stale: true, .. }) => {}
                 other => return other.map_err(|f| f.reject),
             }
         }
         let conn = self.connect().await?;
-        self.exchange(conn, method, path_and_query, headers, body, false)
+        self.exchange(conn, &head, body, false)
             .await
             .map_err(|f| f.reject)
     }
 
-    async fn exchange(
+    async fn exchange<H: Fn(&mut Vec<u8>)>(
         &self,
         mut conn: Conn,
-        method: &Method,
-        path_and_query: &str,
-        headers: &HeaderMap,
+        head: &H,
         body: &Bytes,
         reused: bool,
     ) -> Result<Response<Bytes>, Failure> {
@@ -167,7 +162,7 @@ impl Pool {
             reject: Reject::UpstreamBroken,
             stale,
         };
-        write_head(&mut conn.head, method, path_and_query, headers);
+        head(&mut conn.head);
         if body.len() <= COALESCE_BODY {
             conn.head.extend_from_slice(body);
             conn.stream
@@ -189,7 +184,7 @@ impl Pool {
         let mut answered = false;
         let (resp, framing, keep_alive) = loop {
             if !buf.is_empty() {
-                match parse_head(&buf, method).map_err(|_| broken(false))? {
+                match parse_head(&buf).map_err(|_| broken(false))? {
                     Parsed::Partial if buf.len() > MAX_RESPONSE_HEAD => return Err(broken(false)),
                     Parsed::Partial => {}
                     Parsed::Informational(len) => {
@@ -238,22 +233,6 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
     stream.read_buf(buf).await
 }
 
-/// Serialises the request head into `out` (cleared first).
-fn write_head(out: &mut Vec<u8>, method: &Method, path_and_query: &str, headers: &HeaderMap) {
-    out.clear();
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(path_and_query.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
 enum Parsed {
     Partial,
     Informational(usize),
@@ -269,8 +248,11 @@ enum Parsed {
 struct Malformed;
 
 /// Parses a response head, and decides how its body is framed and whether the
-/// connection may be reused. Pure, so it is tested without a socket.
-fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, Malformed> {
+/// connection may be reused. The fields kept are the end-to-end ones: hop-by-hop fields
+/// and Content-Length (the sender's answer gets its own) are read for framing and
+/// dropped. Pure, so it is tested without a socket. Requests are always POSTs, so a
+/// response to HEAD never needs framing here.
+fn parse_head(buf: &[u8]) -> Result<Parsed, Malformed> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut slots);
     let len = match parsed.parse(buf).map_err(|_| Malformed)? {
@@ -304,6 +286,7 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, Malformed> {
                 return Err(Malformed);
             }
             length = Some(n);
+            continue;
         } else if name == http::header::TRANSFER_ENCODING {
             has_te = true;
             let text = std::str::from_utf8(h.value).map_err(|_| Malformed)?;
@@ -321,9 +304,11 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, Malformed> {
                 }
             }
         }
-        headers.append(name, value);
+        if !crate::forward::is_hop_by_hop(&name) {
+            headers.append(name, value);
+        }
     }
-    let framing = if method == Method::HEAD || code == 204 || code == 304 {
+    let framing = if code == 204 || code == 304 {
         Framing::None
     } else if has_te {
         // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3); anything but a
@@ -524,15 +509,13 @@ impl Pools {
 }
 
 /// Sends a request through `pool` within `timeout`.
-pub async fn send(
+pub async fn send<H: Fn(&mut Vec<u8>)>(
     pool: &Pool,
-    method: &Method,
-    path_and_query: &str,
-    headers: &HeaderMap,
+    head: H,
     body: &Bytes,
     timeout: Duration,
 ) -> Result<Response<Bytes>, Reject> {
-    tokio::time::timeout(timeout, pool.send(method, path_and_query, headers, body))
+    tokio::time::timeout(timeout, pool.send(head, body))
         .await
         .map_err(|_| Reject::UpstreamTimeout)?
 }
@@ -543,7 +526,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn head(raw: &str) -> Parsed {
-        parse_head(raw.as_bytes(), &Method::POST).unwrap()
+        parse_head(raw.as_bytes()).unwrap()
     }
 
     fn done(raw: &str) -> (usize, Response<()>, Framing, bool) {
@@ -605,10 +588,7 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "garbage\r\n\r\n",
         ] {
-            assert!(
-                parse_head(bad.as_bytes(), &Method::POST).is_err(),
-                "{bad:?}"
-            );
+            assert!(parse_head(bad.as_bytes()).is_err(), "{bad:?}");
         }
     }
 
@@ -640,17 +620,10 @@ mod tests {
     }
 
     #[test]
-    fn request_heads_are_serialised_in_order() {
-        let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_static("up:1"));
-        h.append("x-a", HeaderValue::from_static("1"));
-        h.append("x-a", HeaderValue::from_static("2"));
-        let mut out = Vec::new();
-        write_head(&mut out, &Method::POST, "/in?q=1", &h);
-        assert_eq!(
-            out,
-            b"POST /in?q=1 HTTP/1.1\r\nhost: up:1\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
-        );
+    fn only_end_to_end_fields_are_kept() {
+        let (_, r, _, _) = done("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\nx-app: 1\r\ncontent-type: text/plain\r\n\r\nok");
+        let names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-app", "content-type"]);
     }
 
     /// A raw upstream that answers each connection's requests from a script.
@@ -686,11 +659,16 @@ mod tests {
         }
     }
 
-    fn req_headers(auth: &Authority) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_str(auth.as_str()).unwrap());
-        h.insert("content-length", HeaderValue::from_static("4"));
-        h
+    /// A request head writer, as the server passes one.
+    fn req(auth: &Authority, path: &'static str) -> impl Fn(&mut Vec<u8>) {
+        let host = auth.to_string();
+        move |out: &mut Vec<u8>| {
+            out.clear();
+            out.extend_from_slice(
+                format!("POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 4\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
     }
 
     #[tokio::test]
@@ -702,14 +680,13 @@ mod tests {
         ]])
         .await;
         let pool = Pool::new(auth.clone(), settings());
-        let h = req_headers(&auth);
         let body = Bytes::from_static(b"data");
-        let r = pool.send(&Method::POST, "/a", &h, &body).await.unwrap();
+        let r = pool.send(req(&auth, "/a"), &body).await.unwrap();
         assert_eq!((r.status().as_u16(), &r.body()[..]), (200, &b"ok"[..]));
         assert_eq!(pool.idle_count(), 1);
-        let r = pool.send(&Method::POST, "/b", &h, &body).await.unwrap();
+        let r = pool.send(req(&auth, "/b"), &body).await.unwrap();
         assert_eq!((r.status().as_u16(), &r.body()[..]), (202, &b"abc"[..]));
-        let r = pool.send(&Method::POST, "/c", &h, &body).await.unwrap();
+        let r = pool.send(req(&auth, "/c"), &body).await.unwrap();
         assert_eq!(r.status(), 406);
         assert_eq!(pool.idle_count(), 0, "connection: close is not pooled");
         let seen = server.await.unwrap();
@@ -726,22 +703,13 @@ mod tests {
         ])
         .await;
         let pool = Pool::new(auth.clone(), settings());
-        let h = req_headers(&auth);
         let body = Bytes::from_static(b"data");
         assert_eq!(
-            &pool
-                .send(&Method::POST, "/", &h, &body)
-                .await
-                .unwrap()
-                .body()[..],
+            &pool.send(req(&auth, "/"), &body).await.unwrap().body()[..],
             b"1"
         );
         assert_eq!(
-            &pool
-                .send(&Method::POST, "/", &h, &body)
-                .await
-                .unwrap()
-                .body()[..],
+            &pool.send(req(&auth, "/"), &body).await.unwrap().body()[..],
             b"2"
         );
         assert_eq!(server.await.unwrap().len(), 3);
@@ -752,12 +720,7 @@ mod tests {
         let (auth, server) = scripted(vec![vec![b""]]).await;
         let pool = Pool::new(auth.clone(), settings());
         let r = pool
-            .send(
-                &Method::POST,
-                "/",
-                &req_headers(&auth),
-                &Bytes::from_static(b"data"),
-            )
+            .send(req(&auth, "/"), &Bytes::from_static(b"data"))
             .await;
         assert_eq!(r.unwrap_err(), Reject::UpstreamBroken);
         assert_eq!(server.await.unwrap().len(), 1, "sent once");
@@ -768,12 +731,7 @@ mod tests {
         let (auth, _server) = scripted(vec![vec![b"HTTP/1.1 200 OK\r\n\r\nuntil close"]]).await;
         let pool = Pool::new(auth.clone(), settings());
         let r = pool
-            .send(
-                &Method::POST,
-                "/",
-                &req_headers(&auth),
-                &Bytes::from_static(b"data"),
-            )
+            .send(req(&auth, "/"), &Bytes::from_static(b"data"))
             .await;
         // The scripted server closes after its answer, which ends the body.
         assert_eq!(&r.unwrap().body()[..], b"until close");
@@ -785,12 +743,7 @@ mod tests {
         .await;
         let pool = Pool::new(auth.clone(), settings());
         let r = pool
-            .send(
-                &Method::POST,
-                "/",
-                &req_headers(&auth),
-                &Bytes::from_static(b"data"),
-            )
+            .send(req(&auth, "/"), &Bytes::from_static(b"data"))
             .await;
         assert_eq!(r.unwrap_err(), Reject::UpstreamBroken);
     }
@@ -802,12 +755,7 @@ mod tests {
         drop(l);
         let pool = Pool::new(auth.clone(), settings());
         let r = pool
-            .send(
-                &Method::POST,
-                "/",
-                &req_headers(&auth),
-                &Bytes::from_static(b"data"),
-            )
+            .send(req(&auth, "/"), &Bytes::from_static(b"data"))
             .await;
         assert_eq!(r.unwrap_err(), Reject::UpstreamUnreachable);
     }
