@@ -39,6 +39,8 @@ struct Conn {
     stream: TcpStream,
     /// Reused for every request head written on this connection.
     head: Vec<u8>,
+    /// Reused for every response read on this connection (empty between exchanges).
+    read: BytesMut,
     idle_since: Instant,
 }
 
@@ -127,6 +129,7 @@ impl Pool {
         Ok(Conn {
             stream,
             head: Vec::with_capacity(2048),
+            read: BytesMut::with_capacity(READ_CHUNK),
             idle_since: Instant::now(),
         })
     }
@@ -180,7 +183,8 @@ impl Pool {
                 .map_err(|_| broken(false))?;
         }
 
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut buf = std::mem::take(&mut conn.read);
+        buf.clear();
         let mut answered = false;
         let (resp, framing, keep_alive) = loop {
             if !buf.is_empty() {
@@ -214,10 +218,12 @@ impl Pool {
             }
             answered = true;
         };
-        let (body, clean) = read_body(&mut conn.stream, buf, framing)
+        let (body, buf) = read_body(&mut conn.stream, buf, framing)
             .await
             .map_err(|_| broken(false))?;
-        if keep_alive && clean && framing != Framing::Close {
+        // Reuse requires the message to end exactly where the connection's data does.
+        if keep_alive && buf.is_empty() && framing != Framing::Close {
+            conn.read = buf;
             self.checkin(conn);
         }
         let (parts, ()) = resp.into_parts();
@@ -342,16 +348,20 @@ fn parse_head(buf: &[u8]) -> Result<Parsed, Malformed> {
     })
 }
 
-/// Reads the body as framed. Returns it, and whether the connection ended exactly at
-/// the end of the message (nothing unread behind it), which reuse requires.
+/// Bodies up to this size are copied out of the read buffer, so that the buffer stays
+/// unshared and is reused for the connection's next answer without an allocation.
+const COPY_BODY: usize = 4096;
+
+/// Reads the body as framed. Returns it, and what is left in the buffer behind it
+/// (anything there means the upstream sent more than one message: no reuse).
 async fn read_body(
     stream: &mut TcpStream,
     mut buf: BytesMut,
     framing: Framing,
-) -> io::Result<(Bytes, bool)> {
+) -> io::Result<(Bytes, BytesMut)> {
     let too_big = || io::Error::new(io::ErrorKind::InvalidData, "upstream response too large");
     match framing {
-        Framing::None => Ok((Bytes::new(), buf.is_empty())),
+        Framing::None => Ok((Bytes::new(), buf)),
         Framing::Length(n) => {
             while buf.len() < n {
                 if buf.capacity() < n {
@@ -361,8 +371,14 @@ async fn read_body(
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }
-            let body = buf.split_to(n).freeze();
-            Ok((body, buf.is_empty()))
+            let body = if n <= COPY_BODY {
+                let body = Bytes::copy_from_slice(&buf[..n]);
+                buf.advance(n);
+                body
+            } else {
+                buf.split_to(n).freeze()
+            };
+            Ok((body, buf))
         }
         Framing::Close => {
             loop {
@@ -373,7 +389,7 @@ async fn read_body(
                     break;
                 }
             }
-            Ok((buf.freeze(), false))
+            Ok((buf.freeze(), BytesMut::new()))
         }
         Framing::Chunked => {
             let mut body = BytesMut::new();
@@ -383,7 +399,7 @@ async fn read_body(
                     .decode(&mut buf, &mut body)
                     .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?
                 {
-                    true => return Ok((body.freeze(), buf.is_empty())),
+                    true => return Ok((body.freeze(), buf)),
                     false => {
                         if body.len() > MAX_UPSTREAM_RESPONSE {
                             return Err(too_big());
