@@ -180,10 +180,10 @@ fn bench_body(c: &mut Criterion) {
 
 fn bench_verify(c: &mut Criterion) {
     let mut g = c.benchmark_group("verify");
-    let spec = presets::find("expel")
-        .expect("expel preset")
-        .spec()
-        .expect("valid spec");
+    let presets::Kind::Hmac(preset) = presets::find("expel").expect("expel preset").kind else {
+        panic!("expel is an HMAC preset")
+    };
+    let spec = preset.spec().expect("valid spec");
     let scheme = HmacScheme::new(spec, &[SECRET.to_vec()]);
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
@@ -192,9 +192,15 @@ fn bench_verify(c: &mut Criterion) {
         HeaderValue::from_str(&scheme.sign_value(PAYLOAD, b"", b"")).expect("ASCII"),
     );
     let verifier = Verifier::new(Scheme::Hmac(Box::new(scheme)), "expel".to_string());
-    assert_eq!(verifier.verify(&headers, PAYLOAD, NOW), Ok(()));
+    let request = |headers| hookgate::verify::Request {
+        headers,
+        body: PAYLOAD,
+        method: &http::Method::POST,
+        now_unix: NOW,
+    };
+    assert_eq!(verifier.verify(&request(&headers)), Ok(()));
     g.bench_function("expel_1682b", |b| {
-        b.iter(|| verifier.verify(black_box(&headers), black_box(PAYLOAD), black_box(NOW)))
+        b.iter(|| verifier.verify(black_box(&request(&headers))))
     });
     g.finish();
 }

@@ -237,7 +237,12 @@ impl Gateway {
 
         route
             .verifier
-            .verify(&parts.headers, &body, crate::verify::now_unix())
+            .verify(&crate::verify::Request {
+                headers: &parts.headers,
+                body: &body,
+                method: &parts.method,
+                now_unix: crate::verify::now_unix(),
+            })
             .map_err(Reject::Verify)?;
 
         let path = forward::upstream_path(&route.upstream, parts.uri.query());

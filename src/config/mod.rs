@@ -9,9 +9,12 @@ pub mod tree;
 pub mod units;
 
 use crate::net::{parse_net, IpSet};
-use crate::verify::hmac::{Algorithm, Encoding, HmacScheme, HmacSpec};
+use crate::verify::hmac::{
+    Algorithm, Encoding, Format, HmacScheme, HmacSpec, SecretEncoding, TimeUnit, TimestampSource,
+    TimestampSpec,
+};
 use crate::verify::template::{Part, Template};
-use crate::verify::{presets, Scheme, Verifier};
+use crate::verify::{presets, token, Scheme, Verifier};
 use http::header::HeaderName;
 use http::uri::{Authority, Scheme as UriScheme};
 use http::{HeaderValue, StatusCode, Uri};
@@ -615,17 +618,37 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<Strin
         None => false,
     };
     let hmac_node = m.get("hmac");
+    let token_node = m.get("token");
+    let basic = match m.get("basic") {
+        Some(n) => n.node().bool(errs).unwrap_or(false),
+        None => false,
+    };
     let secrets_node = m.get("secrets");
     let files_node = m.get("secret_files");
-    let tolerance = m
-        .get("tolerance")
+    let tolerance_node = m.get("tolerance");
+    let tolerance = tolerance_node
+        .as_ref()
         .and_then(|n| n.node().parsed(errs, units::parse_duration));
-    m.not_yet("url", "verify.url (URL-signing schemes)", errs);
+    let future_node = m.get("future_tolerance");
+    let future_tolerance = future_node
+        .as_ref()
+        .and_then(|n| n.node().parsed(errs, units::parse_duration));
+    let url = m.get("url").and_then(|n| {
+        n.node().parsed(errs, |s| {
+            let uri: http::Uri = s.parse().map_err(|_| format!("{s:?} is not a URL"))?;
+            match (uri.scheme_str(), uri.authority()) {
+                (Some("http" | "https"), Some(_)) => Ok(s.to_string()),
+                _ => Err(format!(
+                    "{s:?} must be an absolute http(s) URL, as registered with the sender"
+                )),
+            }
+        })
+    });
     m.not_yet("public_key", "verify.public_key (public-key schemes)", errs);
     m.not_yet("verify_token", "verify.verify_token (handshakes)", errs);
     m.finish(errs);
 
-    // Which scheme: exactly one of preset, none, hmac (hmac may also refine a preset).
+    // Which scheme: one of preset, none, hmac, token, basic (hmac may refine a preset).
     let none = none || preset_id.as_deref() == Some("none");
     let preset = match preset_id.as_deref() {
         Some("none") | None => None,
@@ -633,25 +656,38 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<Strin
             Some(p) => Some(p),
             None => {
                 let n = preset_node.as_ref().expect("id came from it").node();
+                let supported = presets::ids().join(", ");
                 if presets::PLANNED.contains(&id) {
-                    n.err(errs, format!("preset {id:?} is not supported yet by this version of hookgate (supported: {})", presets::ids().join(", ")));
+                    n.err(errs, format!("preset {id:?} is not supported yet by this version of hookgate (supported: {supported})"));
                 } else {
                     n.err(
                         errs,
-                        format!(
-                            "unknown preset {id:?} (supported: {})",
-                            presets::ids().join(", ")
-                        ),
+                        format!("unknown preset {id:?} (supported: {supported})"),
                     );
                 }
                 return None;
             }
         },
     };
-    if none {
-        if hmac_node.is_some() || (preset_id.is_some() && preset_id.as_deref() != Some("none")) {
-            errs.push(&path, "`none` cannot be combined with a preset or hmac");
+    let chosen = [
+        preset.is_some() || hmac_node.is_some(),
+        none,
+        token_node.is_some(),
+        basic,
+    ];
+    if chosen.iter().filter(|c| **c).count() > 1 {
+        let token_preset = matches!(preset.map(|p| p.kind), Some(presets::Kind::Token { .. }));
+        // A token preset may name its header in `token`; every other mix is an error.
+        let token_preset_with_header = token_preset && token_node.is_some() && !none && !basic;
+        if !token_preset_with_header {
+            errs.push(
+                &path,
+                "choose one of `preset`/`hmac`, `token`, `basic` or `none`",
+            );
+            return None;
         }
+    }
+    if none {
         for (n, key) in [(&secrets_node, "secrets"), (&files_node, "secret_files")] {
             if let Some(n) = n {
                 n.node().err(errs, format!("a route with `none` verifies nothing, so `{key}` would be ignored; remove it"));
@@ -668,30 +704,104 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<Strin
         }
         return Some((Verifier::new(Scheme::None, "none".into()), Vec::new()));
     }
-    if preset.is_none() && hmac_node.is_none() {
+    if !chosen.iter().any(|c| *c) {
         errs.push(
             &path,
             format!(
-                "choose how to verify: `preset` (one of {}), `hmac: {{…}}`, or `none: true`",
+                "choose how to verify: `preset` (one of {}), `hmac: {{…}}`, `token: {{header}}`, `basic: true`, or `none: true`",
                 presets::ids().join(", ")
             ),
         );
         return None;
     }
-
-    let spec = read_hmac(
-        preset,
-        hmac_node.as_ref().map(|n| n.node()),
-        tolerance,
-        &path,
-        errs,
-    );
-    let (secrets, sources) = read_secrets(
+    let secrets = read_secrets(
         secrets_node.as_ref().map(|n| n.node()),
         files_node.as_ref().map(|n| n.node()),
         &path,
         errs,
     );
+    let sources: Vec<String> = secrets.iter().map(|s| s.source.clone()).collect();
+    let raw: Vec<Vec<u8>> = secrets.iter().map(|s| s.bytes.clone()).collect();
+
+    // Token and basic schemes: no signature, no timestamp.
+    let token_spec = match (preset.map(|p| p.kind), &token_node) {
+        (_, Some(n)) => read_token(n.node(), errs),
+        (Some(presets::Kind::Token { header, prefix }), None) => {
+            Some((header_name(header).ok()?, prefix.to_string()))
+        }
+        _ => None,
+    };
+    let is_basic = basic || matches!(preset.map(|p| p.kind), Some(presets::Kind::Basic));
+    if token_spec.is_some() || token_node.is_some() || is_basic {
+        for (n, key) in [
+            (&tolerance_node, "tolerance"),
+            (&future_node, "future_tolerance"),
+        ] {
+            if let Some(n) = n {
+                n.node().err(
+                    errs,
+                    format!("`{key}` applies to signed timestamps; this scheme has none"),
+                );
+            }
+        }
+        if let Some(h) = &hmac_node {
+            h.node().err(
+                errs,
+                "`hmac` fields do not apply to a token or basic-auth scheme",
+            );
+        }
+        if is_basic && !errs.0.iter().skip(before).any(|_| true) {
+            for s in &secrets {
+                if !s.bytes.contains(&b':') {
+                    errs.push(&s.path, "a basic-auth secret is written user:password");
+                }
+            }
+        }
+        if errs.0.len() != before {
+            return None;
+        }
+        let name = preset.map(|p| p.id.to_string()).unwrap_or_else(|| {
+            if is_basic {
+                "basic".into()
+            } else {
+                "token".into()
+            }
+        });
+        let scheme = match token_spec {
+            Some((header, prefix)) => Scheme::Token(token::TokenScheme::new(header, prefix, &raw)),
+            None => Scheme::Basic(token::BasicScheme::new(&raw)),
+        };
+        return Some((Verifier::new(scheme, name), sources));
+    }
+
+    let hmac_preset = match preset.map(|p| p.kind) {
+        Some(presets::Kind::Hmac(h)) => Some(h),
+        _ => None,
+    };
+    let spec = read_hmac(
+        hmac_preset,
+        hmac_node.as_ref().map(|n| n.node()),
+        Windows {
+            tolerance,
+            future_tolerance,
+            url,
+        },
+        &path,
+        errs,
+    );
+    // Keys are derived from the secrets as the scheme says (base64 after `whsec_`, …).
+    let mut keys = Vec::new();
+    if let Some(spec) = &spec {
+        for s in &secrets {
+            match spec.secret_encoding.decode(&s.bytes) {
+                Ok(k) => keys.push(k),
+                Err(e) => errs.push(
+                    &s.path,
+                    format!("{e} (secret_encoding {})", spec.secret_encoding.name()),
+                ),
+            }
+        }
+    }
     if errs.0.len() != before {
         return None;
     }
@@ -702,36 +812,59 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<Strin
         (None, _) => format!("hmac-{}", spec.algorithm.name()),
     };
     Some((
-        Verifier::new(
-            Scheme::Hmac(Box::new(HmacScheme::new(spec, &secrets))),
-            name,
-        ),
+        Verifier::new(Scheme::Hmac(Box::new(HmacScheme::new(spec, &keys))), name),
         sources,
     ))
 }
 
+/// `token: { header: X-Gitlab-Token, prefix: "Bearer " }`.
+fn read_token(node: Node<'_>, errs: &mut Errors) -> Option<(HeaderName, String)> {
+    let mut m = node.map(errs)?;
+    let header = m
+        .require("header", errs)
+        .and_then(|n| n.node().parsed(errs, header_name));
+    let prefix = m
+        .get("prefix")
+        .and_then(|n| n.node().string(errs))
+        .unwrap_or_default();
+    m.finish(errs);
+    Some((header?, prefix))
+}
+
+/// The route-level values that shape an HMAC scheme's checks.
+struct Windows {
+    tolerance: Option<Duration>,
+    future_tolerance: Option<Duration>,
+    url: Option<String>,
+}
+
 /// Builds the HMAC spec: the preset's values, then any field of `hmac` over them.
 fn read_hmac(
-    preset: Option<&presets::Preset>,
+    preset: Option<presets::HmacPreset>,
     hmac: Option<Node<'_>>,
-    tolerance: Option<Duration>,
+    windows: Windows,
     verify_path: &str,
     errs: &mut Errors,
 ) -> Option<HmacSpec> {
-    let mut algorithm = preset.map(|p| p.algorithm).unwrap_or(Algorithm::Sha256);
-    let mut header = preset.map(|p| p.header.to_string());
-    let mut prefix = preset.map(|p| p.prefix.to_string()).unwrap_or_default();
-    let mut prefix_optional = preset.is_some_and(|p| p.prefix_optional);
-    let mut encoding = preset.map(|p| p.encoding).unwrap_or(Encoding::Hex);
-    let mut signed = preset
-        .map(|p| p.signed.to_string())
-        .unwrap_or_else(|| "{body}".into());
-    let mut timestamp_header = preset.and_then(|p| p.timestamp_header).map(str::to_string);
-    let mut id_header = preset.and_then(|p| p.id_header).map(str::to_string);
-    let mut tol = preset
-        .map(|p| Duration::from_secs(p.tolerance_secs))
-        .unwrap_or(DEFAULT_TOLERANCE);
-    let mut signed_path = format!("{verify_path}.hmac.signed");
+    let hmac_path = format!("{verify_path}.hmac");
+    let before = errs.0.len();
+    // Start from the preset (or the plain defaults), as a spec.
+    let mut spec = match preset.map(|p| p.spec()) {
+        Some(Ok(spec)) => spec,
+        Some(Err(e)) => {
+            errs.push(verify_path, format!("internal preset error: {e}"));
+            return None;
+        }
+        None => HmacSpec::simple(
+            Algorithm::Sha256,
+            HeaderName::from_static("x-signature"),
+            Encoding::Hex,
+            Template::compile("{body}").expect("valid"),
+        ),
+    };
+    let mut header_set = preset.is_some();
+    let mut signed_path = format!("{hmac_path}.signed");
+    let mut signed_src: Option<String> = None;
 
     if let Some(node) = hmac {
         let mut m = node.map(errs)?;
@@ -739,121 +872,237 @@ fn read_hmac(
             .get("algorithm")
             .and_then(|n| n.node().parsed(errs, Algorithm::parse))
         {
-            algorithm = a;
+            spec.algorithm = a;
         }
-        if let Some(h) = m.get("header").and_then(|n| n.node().non_empty(errs)) {
-            header = Some(h);
+        if let Some(h) = m
+            .get("header")
+            .and_then(|n| n.node().parsed(errs, header_name))
+        {
+            spec.header = h;
+            header_set = true;
         }
         if let Some(p) = m.get("prefix").and_then(|n| n.node().string(errs)) {
-            prefix = p;
+            spec.prefix = p;
         }
         if let Some(b) = m.get("prefix_optional").and_then(|n| n.node().bool(errs)) {
-            prefix_optional = b;
+            spec.prefix_optional = b;
         }
         if let Some(e) = m
             .get("encoding")
             .and_then(|n| n.node().parsed(errs, Encoding::parse))
         {
-            encoding = e;
+            spec.encoding = e;
         }
         if let Some(n) = m.get("signed") {
             signed_path = n.path.clone();
-            if let Some(s) = n.node().string(errs) {
-                signed = s;
+            signed_src = n.node().string(errs);
+        }
+        // The header's shape.
+        let format = m.get("format").and_then(|n| {
+            n.node().parsed(errs, |s| match s {
+                "bare" | "pairs" => Ok(s.to_string()),
+                _ => Err(format!("unknown format {s:?} (use bare or pairs)")),
+            })
+        });
+        let one_char = |s: &str| -> Result<char, String> {
+            let mut c = s.chars();
+            match (c.next(), c.next()) {
+                (Some(ch), None) => Ok(ch),
+                _ => Err(format!("{s:?} must be a single character")),
             }
+        };
+        let separator = m
+            .get("separator")
+            .and_then(|n| n.node().parsed(errs, one_char));
+        let assign = m
+            .get("assign")
+            .and_then(|n| n.node().parsed(errs, one_char));
+        let keys = m
+            .get("signature_keys")
+            .and_then(|n| n.node().each(errs, |k, e| k.non_empty(e)));
+        match (format.as_deref(), &mut spec.format) {
+            (Some("bare"), f) => *f = Format::Bare,
+            (Some("pairs"), f @ Format::Bare) => {
+                *f = Format::Pairs {
+                    separator: separator.unwrap_or(','),
+                    assign: assign.unwrap_or('='),
+                    signature_keys: keys.clone().unwrap_or_else(|| vec!["v1".to_string()]),
+                }
+            }
+            _ => {}
         }
-        if let Some(t) = m
-            .get("timestamp_header")
-            .and_then(|n| n.node().non_empty(errs))
+        if let Format::Pairs {
+            separator: s,
+            assign: a,
+            signature_keys: k,
+        } = &mut spec.format
         {
-            timestamp_header = Some(t);
+            if let Some(v) = separator {
+                *s = v;
+            }
+            if let Some(v) = assign {
+                *a = v;
+            }
+            if let Some(v) = keys {
+                *k = v;
+            }
+            if k.is_empty() {
+                errs.push(
+                    &format!("{hmac_path}.signature_keys"),
+                    "needs at least one key",
+                );
+            }
+        } else if separator.is_some() || assign.is_some() {
+            errs.push(
+                &format!("{hmac_path}.format"),
+                "`separator`, `assign` and `signature_keys` need `format: pairs`",
+            );
         }
-        if let Some(t) = m.get("id_header").and_then(|n| n.node().non_empty(errs)) {
-            id_header = Some(t);
+        // The timestamp: at most one source.
+        let ts_header = m
+            .get("timestamp_header")
+            .and_then(|n| n.node().parsed(errs, header_name));
+        let ts_key = m
+            .get("timestamp_key")
+            .and_then(|n| n.node().non_empty(errs));
+        let ts_json = m
+            .get("timestamp_json")
+            .and_then(|n| n.node().non_empty(errs));
+        let ts_unit = m
+            .get("timestamp_format")
+            .and_then(|n| n.node().parsed(errs, TimeUnit::parse));
+        let sources = [ts_header.is_some(), ts_key.is_some(), ts_json.is_some()];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            errs.push(
+                &hmac_path,
+                "choose one of timestamp_header, timestamp_key and timestamp_json",
+            );
+        }
+        let source = ts_header
+            .map(TimestampSource::Header)
+            .or(ts_key.map(TimestampSource::SignatureKey))
+            .or(ts_json.map(|p| TimestampSource::Json(p.split('.').map(str::to_string).collect())));
+        match (source, &mut spec.timestamp) {
+            (Some(source), Some(ts)) => ts.source = source,
+            (Some(source), t @ None) => {
+                *t = Some(TimestampSpec {
+                    source,
+                    unit: TimeUnit::Seconds,
+                })
+            }
+            (None, _) => {}
+        }
+        match (ts_unit, &mut spec.timestamp) {
+            (Some(unit), Some(ts)) => ts.unit = unit,
+            (Some(_), None) => errs.push(
+                &format!("{hmac_path}.timestamp_format"),
+                "there is no timestamp to read",
+            ),
+            _ => {}
+        }
+        if let Some(h) = m
+            .get("id_header")
+            .and_then(|n| n.node().parsed(errs, header_name))
+        {
+            spec.id_header = Some(h);
+        }
+        let secret_prefix = m.get("secret_prefix").and_then(|n| n.node().string(errs));
+        if let Some(enc) = m.get("secret_encoding") {
+            let prefix = secret_prefix.clone().unwrap_or_default();
+            if let Some(e) = enc
+                .node()
+                .parsed(errs, |s| SecretEncoding::parse(s, &prefix))
+            {
+                spec.secret_encoding = e;
+            }
+        } else if let Some(p) = secret_prefix {
+            match &mut spec.secret_encoding {
+                SecretEncoding::Base64 { prefix } | SecretEncoding::Base64IfPrefixed { prefix } => {
+                    *prefix = p
+                }
+                _ => errs.push(
+                    &format!("{hmac_path}.secret_prefix"),
+                    "needs secret_encoding base64 or base64_if_prefixed",
+                ),
+            }
         }
         m.finish(errs);
     }
-    if let Some(t) = tolerance {
-        tol = t;
+    if !header_set {
+        errs.push(
+            &format!("{hmac_path}.header"),
+            "is required: the header that carries the signature",
+        );
     }
+    if let Some(src) = &signed_src {
+        match Template::compile(src) {
+            Ok(t) => spec.template = t,
+            Err(e) => errs.push(&signed_path, e),
+        }
+    }
+    if let Some(t) = windows.tolerance {
+        spec.tolerance = t;
+        spec.future_tolerance = t;
+    }
+    if let Some(t) = windows.future_tolerance {
+        spec.future_tolerance = t;
+    }
+    spec.url = windows.url;
 
-    let hmac_path = format!("{verify_path}.hmac");
-    let header = match header {
-        Some(h) => match header_name(&h) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                errs.push(&format!("{hmac_path}.header"), e);
-                None
-            }
-        },
-        None => {
-            errs.push(
-                &format!("{hmac_path}.header"),
-                "is required: the header that carries the signature",
-            );
-            None
-        }
-    };
-    let template = match Template::compile(&signed) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            errs.push(&signed_path, e);
-            None
-        }
-    };
-    let ts_name = timestamp_header
-        .as_deref()
-        .map(header_name)
-        .transpose()
-        .unwrap_or_else(|e| {
-            errs.push(&format!("{hmac_path}.timestamp_header"), e);
-            None
-        });
-    let id_name = id_header
-        .as_deref()
-        .map(header_name)
-        .transpose()
-        .unwrap_or_else(|e| {
-            errs.push(&format!("{hmac_path}.id_header"), e);
-            None
-        });
-    if let Some(t) = &template {
-        if t.uses(&Part::Timestamp) && ts_name.is_none() && timestamp_header.is_none() {
-            errs.push(
-                &signed_path,
-                "uses {timestamp}: set hmac.timestamp_header to the header that carries it",
-            );
-        }
-        if t.uses(&Part::Id) && id_name.is_none() && id_header.is_none() {
-            errs.push(
-                &signed_path,
-                "uses {id}: set hmac.id_header to the header that carries it",
-            );
-        }
-        if ts_name.is_some() && !t.uses(&Part::Timestamp) {
+    // The pieces must fit together.
+    let t = &spec.template;
+    if t.uses(&Part::Timestamp) && spec.timestamp.is_none() {
+        errs.push(
+            &signed_path,
+            "uses {timestamp}: set hmac.timestamp_header (or timestamp_key, timestamp_json)",
+        );
+    }
+    if t.uses(&Part::Id) && spec.id_header.is_none() {
+        errs.push(
+            &signed_path,
+            "uses {id}: set hmac.id_header to the header that carries it",
+        );
+    }
+    if t.uses(&Part::Url) && spec.url.is_none() {
+        errs.push(&format!("{verify_path}.url"), "is required: this scheme signs the URL the sender calls; give it as registered with the sender");
+    }
+    if let Some(ts) = &spec.timestamp {
+        let signed_elsewhere = matches!(ts.source, TimestampSource::Json(_));
+        if !t.uses(&Part::Timestamp) && !signed_elsewhere {
             errs.push(
                 &format!("{hmac_path}.timestamp_header"),
                 "the template does not sign {timestamp}, so an attacker could change it: add {timestamp} to `signed`",
             );
         }
-    }
-    if tolerance.is_some() && ts_name.is_none() {
+        if matches!(ts.source, TimestampSource::SignatureKey(_)) && spec.format == Format::Bare {
+            errs.push(
+                &format!("{hmac_path}.timestamp_key"),
+                "needs `format: pairs`",
+            );
+        }
+    } else if windows.tolerance.is_some() || windows.future_tolerance.is_some() {
         errs.push(
             &format!("{verify_path}.tolerance"),
             "this scheme carries no timestamp to check",
         );
     }
-    Some(HmacSpec {
-        algorithm,
-        header: header?,
-        prefix,
-        prefix_optional,
-        encoding,
-        template: template?,
-        timestamp_header: ts_name,
-        id_header: id_name,
-        tolerance: tol,
-    })
+    if spec.format != Format::Bare && !spec.prefix.is_empty() {
+        errs.push(
+            &format!("{hmac_path}.prefix"),
+            "`prefix` applies to `format: bare`; a pairs header names its keys instead",
+        );
+    }
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(spec)
+}
+
+/// One configured secret, with where it came from.
+struct SecretItem {
+    bytes: Vec<u8>,
+    source: String,
+    path: String,
 }
 
 /// Reads `secrets` and `secret_files`; every secret must be non-empty.
@@ -862,9 +1111,8 @@ fn read_secrets(
     files: Option<Node<'_>>,
     verify_path: &str,
     errs: &mut Errors,
-) -> (Vec<Vec<u8>>, Vec<String>) {
+) -> Vec<SecretItem> {
     let mut secrets = Vec::new();
-    let mut sources = Vec::new();
     if let Some(node) = inline {
         if let Some(items) = node.list(errs) {
             for item in &items {
@@ -874,8 +1122,11 @@ fn read_secrets(
                     if s.is_empty() {
                         n.err(errs, "is empty");
                     } else {
-                        secrets.push(s.into_bytes());
-                        sources.push(expand::describe_source(&raw));
+                        secrets.push(SecretItem {
+                            bytes: s.into_bytes(),
+                            source: expand::describe_source(&raw),
+                            path: item.path.clone(),
+                        });
                     }
                 }
             }
@@ -900,8 +1151,11 @@ fn read_secrets(
                         if bytes.is_empty() {
                             n.err(errs, format!("{path} is empty"));
                         } else {
-                            secrets.push(bytes);
-                            sources.push(format!("file:{path}"));
+                            secrets.push(SecretItem {
+                                bytes,
+                                source: format!("file:{path}"),
+                                path: item.path.clone(),
+                            });
                         }
                     }
                     Err(e) => n.err(errs, format!("cannot read {path}: {e}")),
@@ -915,7 +1169,7 @@ fn read_secrets(
             "needs at least one secret in `secrets` or `secret_files`",
         );
     }
-    (secrets, sources)
+    secrets
 }
 #[cfg(test)]
 mod tests;

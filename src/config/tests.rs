@@ -2,6 +2,7 @@
 //! secrets never shown.
 
 use super::*;
+use crate::verify::hmac::{Format, SecretEncoding, TimeUnit, TimestampSource, TimestampSpec};
 use crate::verify::Scheme;
 
 fn env(name: &str) -> Option<String> {
@@ -45,24 +46,23 @@ fn the_contract_file_has_only_not_yet_supported_errors() {
     for want in [
         "tls",
         "store",
-        "routes[1].verify.preset",
         "routes[1].dedup",
         "routes[1].delivery",
         "routes[1].retry",
         "routes[3].dedup",
-        "routes[4].verify.preset",
-        "routes[5].verify.url",
+        "routes[6].verify.preset",
         "routes[6].verify.public_key",
         "routes[7].verify.verify_token",
     ] {
         assert!(paths.contains(&want), "no error at {want}: {errs:#?}");
     }
+    assert_eq!(paths.len(), 9, "{errs:#?}");
     assert!(
         errs.iter().all(|e| e.contains("not supported yet")),
         "{errs:#?}"
     );
     // The routes this version supports are accepted as written.
-    for fine in ["routes[0]", "routes[2]"] {
+    for fine in ["routes[0]", "routes[2]", "routes[4]", "routes[5]"] {
         assert!(
             !paths.iter().any(|p| p.starts_with(fine)),
             "{fine}: {errs:#?}"
@@ -118,7 +118,7 @@ fn the_supported_part_of_the_contract_loads_with_its_meaning() {
             assert_eq!(h.spec.header.as_str(), "x-webhook-signature");
             assert_eq!(h.spec.prefix, "sha256=");
         }
-        Scheme::None => panic!("pentest verifies"),
+        other => panic!("pentest verifies with hmac: {other:?}"),
     }
     assert_eq!(pentest.verifier.name, "hmac-sha256");
     assert!(matches!(c.routes[2].verifier.scheme, Scheme::None));
@@ -277,8 +277,8 @@ fn verify_forms_are_checked() {
             "routes[0].verify.none: `none: false` has no meaning",
         ),
         (
-            "{ preset: stripe, secrets: [x] }",
-            "routes[0].verify.preset: preset \"stripe\" is not supported yet",
+            "{ preset: discord, secrets: [x] }",
+            "routes[0].verify.preset: preset \"discord\" is not supported yet",
         ),
         (
             "{ hmac: { algorithm: md5, header: X-Sig }, secrets: [x] }",
@@ -445,5 +445,121 @@ fn https_upstreams_wait_for_tls() {
     assert!(
         errs[0].contains("https upstreams are not supported yet"),
         "{errs:?}"
+    );
+}
+
+#[test]
+fn the_full_hmac_form_reads_every_shape() {
+    let c = ok(r#"
+routes:
+  - name: pairs
+    path: /pairs
+    upstream: http://127.0.0.1:1/
+    verify:
+      hmac:
+        header: X-Sig
+        format: pairs
+        separator: ";"
+        assign: "="
+        signature_keys: [h1, h2]
+        timestamp_key: ts
+        timestamp_format: unix_ms
+        signed: "{timestamp}:{method}:{url}:{body}"
+        secret_encoding: base64
+        secret_prefix: "key_"
+      secrets: ["key_aGVsbG8="]
+      url: https://hooks.example.com/pairs
+      tolerance: 2m
+      future_tolerance: 10s
+"#);
+    let Scheme::Hmac(h) = &c.routes[0].verifier.scheme else {
+        panic!()
+    };
+    let s = &h.spec;
+    assert_eq!(
+        s.format,
+        Format::Pairs {
+            separator: ';',
+            assign: '=',
+            signature_keys: vec!["h1".into(), "h2".into()]
+        }
+    );
+    assert_eq!(
+        s.timestamp,
+        Some(TimestampSpec {
+            source: TimestampSource::SignatureKey("ts".into()),
+            unit: TimeUnit::Millis
+        })
+    );
+    assert_eq!(
+        s.secret_encoding,
+        SecretEncoding::Base64 {
+            prefix: "key_".into()
+        }
+    );
+    assert_eq!(
+        (s.tolerance, s.future_tolerance),
+        (Duration::from_secs(120), Duration::from_secs(10))
+    );
+    assert_eq!(s.url.as_deref(), Some("https://hooks.example.com/pairs"));
+    // The key is the decoded secret: "hello".
+    let expected = HmacScheme::new(s.clone(), &[b"hello".to_vec()]);
+    assert_eq!(
+        h.sign_value(b"x", b"1", b""),
+        expected.sign_value(b"x", b"1", b"")
+    );
+}
+
+#[test]
+fn new_verify_forms_are_checked() {
+    let route = |verify: &str| {
+        format!("routes:\n  - {{ name: a, path: /a, upstream: \"http://127.0.0.1:1/\", verify: {verify} }}\n")
+    };
+    let cases: &[(&str, &str)] = &[
+        ("{ preset: square, secrets: [x] }", "routes[0].verify.url: is required"),
+        ("{ preset: standard-webhooks, secrets: [\"whsec_%%%\"] }", "routes[0].verify.secrets[0]: is not valid base64 after removing \"whsec_\""),
+        ("{ hmac: { header: X-Sig, separator: \";\" }, secrets: [x] }", "routes[0].verify.hmac.format: `separator`, `assign` and `signature_keys` need `format: pairs`"),
+        ("{ hmac: { header: X-Sig, timestamp_header: X-Ts, timestamp_key: t, signed: \"{timestamp}{body}\" }, secrets: [x] }", "routes[0].verify.hmac: choose one of timestamp_header"),
+        ("{ hmac: { header: X-Sig, timestamp_key: t, signed: \"{timestamp}{body}\" }, secrets: [x] }", "routes[0].verify.hmac.timestamp_key: needs `format: pairs`"),
+        ("{ hmac: { header: X-Sig, format: pairs, prefix: \"v1=\" }, secrets: [x] }", "routes[0].verify.hmac.prefix: `prefix` applies to `format: bare`"),
+        ("{ hmac: { header: X-Sig, secret_encoding: rot13 }, secrets: [x] }", "routes[0].verify.hmac.secret_encoding: unknown secret encoding"),
+        ("{ hmac: { header: X-Sig, timestamp_format: unix_ms }, secrets: [x] }", "routes[0].verify.hmac.timestamp_format: there is no timestamp to read"),
+        ("{ hmac: { header: X-Sig }, url: \"/relative\", secrets: [x] }", "routes[0].verify.url: \"/relative\" must be an absolute http(s) URL"),
+        ("{ basic: true, secrets: [nocolon] }", "routes[0].verify.secrets[0]: a basic-auth secret is written user:password"),
+        ("{ token: { prefix: x }, secrets: [t] }", "routes[0].verify.token.header: is required"),
+        ("{ preset: gitlab, tolerance: 5m, secrets: [t] }", "routes[0].verify.tolerance: `tolerance` applies to signed timestamps"),
+        ("{ preset: expel, basic: true, secrets: [a:b] }", "routes[0].verify: choose one of `preset`/`hmac`, `token`, `basic` or `none`"),
+    ];
+    for (verify, want) in cases {
+        let errs = errors(&route(verify));
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "{verify}: want {want:?}, got {errs:#?}"
+        );
+        assert!(
+            !errs.iter().any(|e| e.contains("%%%")),
+            "a secret in an error: {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn token_and_basic_routes() {
+    let c = ok(r#"
+routes:
+  - { name: gl, path: /gl, upstream: "http://127.0.0.1:1/", verify: { preset: gitlab, secrets: [t1] } }
+  - { name: ok, path: /ok, upstream: "http://127.0.0.1:1/", verify: { preset: okta, token: { header: X-Okta-Auth, prefix: "Bearer " }, secrets: [t2] } }
+  - { name: dd, path: /dd, upstream: "http://127.0.0.1:1/", verify: { preset: datadog, secrets: ["dd:pw"] } }
+  - { name: tk, path: /tk, upstream: "http://127.0.0.1:1/", verify: { token: { header: X-Token }, secrets: [t3] } }
+"#);
+    let kinds: Vec<String> = c.routes.iter().map(|r| r.verifier.describe()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "gitlab (token in x-gitlab-token)",
+            "okta (token in x-okta-auth)",
+            "datadog (basic auth)",
+            "token (token in x-token)"
+        ]
     );
 }

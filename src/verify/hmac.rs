@@ -1,13 +1,19 @@
-//! The generic HMAC verifier: one configurable scheme that covers most senders. The key
-//! schedule of every secret is computed once at load time (a cloned `Hmac` state), the
-//! received signature is decoded into a stack buffer and compared in constant time with
+//! The generic HMAC verifier: one configurable scheme that covers most senders. What it
+//! spans is the parameter space of ../shared/senders.md: the hash; how the secret turns
+//! into a key (raw, base64 after an optional prefix such as `whsec_`, base64 only when
+//! prefixed, hex); what is signed (a compiled template); how the signature is encoded;
+//! the header's shape (a bare value with a fixed prefix, or a list of `key=value` pairs
+//! that may also carry the timestamp, as `t=…,v1=…` or `v1,sig v1,sig`); and where the
+//! timestamp comes from (a header, the signature header, or a JSON body field; seconds,
+//! milliseconds or RFC 3339). Key schedules are computed once at load time, received
+//! signatures are decoded into stack buffers and compared in constant time with
 //! `subtle`, and the cheap checks (header present, well-formed, fresh) run before any
 //! hashing.
 
 use super::template::{Inputs, Part, Template};
 use super::VerifyError;
 use hmac::Mac;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, Method};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -58,6 +64,8 @@ pub enum Encoding {
     Hex,
     /// Standard base64; padding optional.
     Base64,
+    /// URL-safe base64; padding optional (Sanity).
+    Base64Url,
 }
 
 impl Encoding {
@@ -65,15 +73,183 @@ impl Encoding {
         match s.to_ascii_lowercase().as_str() {
             "hex" => Ok(Encoding::Hex),
             "base64" => Ok(Encoding::Base64),
-            _ => Err(format!("unknown encoding {s:?} (use hex or base64)")),
+            "base64url" => Ok(Encoding::Base64Url),
+            _ => Err(format!(
+                "unknown encoding {s:?} (use hex, base64 or base64url)"
+            )),
         }
     }
     pub fn name(self) -> &'static str {
         match self {
             Encoding::Hex => "hex",
             Encoding::Base64 => "base64",
+            Encoding::Base64Url => "base64url",
         }
     }
+}
+
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+const B64URL: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// How a configured secret becomes the HMAC key. Explicit per preset: a `whsec_`
+/// prefix alone never decides it (Stripe's secrets start with `whsec_` and are used as
+/// they are; Standard Webhooks' are base64 after it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretEncoding {
+    /// The secret's UTF-8 bytes.
+    Raw,
+    /// Base64, after removing `prefix` if the secret starts with it.
+    Base64 { prefix: String },
+    /// Base64 after `prefix` when the secret starts with it; raw otherwise (OpenAI).
+    Base64IfPrefixed { prefix: String },
+    /// Hex digits (Adyen).
+    Hex,
+}
+
+impl SecretEncoding {
+    pub fn parse(s: &str, prefix: &str) -> Result<Self, String> {
+        match s {
+            "raw" => Ok(SecretEncoding::Raw),
+            "base64" => Ok(SecretEncoding::Base64 {
+                prefix: prefix.to_string(),
+            }),
+            "base64_if_prefixed" if prefix.is_empty() => {
+                Err("base64_if_prefixed needs `secret_prefix` (e.g. \"whsec_\")".to_string())
+            }
+            "base64_if_prefixed" => Ok(SecretEncoding::Base64IfPrefixed {
+                prefix: prefix.to_string(),
+            }),
+            "hex" => Ok(SecretEncoding::Hex),
+            _ => Err(format!(
+                "unknown secret encoding {s:?} (use raw, base64, base64_if_prefixed or hex)"
+            )),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            SecretEncoding::Raw => "raw",
+            SecretEncoding::Base64 { .. } => "base64",
+            SecretEncoding::Base64IfPrefixed { .. } => "base64_if_prefixed",
+            SecretEncoding::Hex => "hex",
+        }
+    }
+
+    /// The key bytes for `secret`. Errors never include the secret.
+    pub fn decode(&self, secret: &[u8]) -> Result<Vec<u8>, String> {
+        let strip = |p: &str| secret.strip_prefix(p.as_bytes());
+        let key = match self {
+            SecretEncoding::Raw => secret.to_vec(),
+            SecretEncoding::Base64 { prefix } => {
+                let body = strip(prefix).unwrap_or(secret);
+                B64.decode(body.trim_ascii())
+                    .map_err(|_| match prefix.is_empty() {
+                        true => "is not valid base64".to_string(),
+                        false => format!("is not valid base64 after removing {prefix:?}"),
+                    })?
+            }
+            SecretEncoding::Base64IfPrefixed { prefix } => match strip(prefix) {
+                Some(body) => B64
+                    .decode(body.trim_ascii())
+                    .map_err(|_| format!("is not valid base64 after removing {prefix:?}"))?,
+                None => secret.to_vec(),
+            },
+            SecretEncoding::Hex => {
+                let t = secret.trim_ascii();
+                if t.len() % 2 != 0 {
+                    return Err("is not valid hex".to_string());
+                }
+                t.chunks_exact(2)
+                    .map(|p| Some((hex_val(p[0])? << 4) | hex_val(p[1])?))
+                    .collect::<Option<Vec<u8>>>()
+                    .ok_or_else(|| "is not valid hex".to_string())?
+            }
+        };
+        if key.is_empty() {
+            return Err("decodes to an empty key".to_string());
+        }
+        Ok(key)
+    }
+}
+
+/// The shape of the signature header's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Format {
+    /// The whole value is one signature, after the spec's `prefix` (GitHub, Expel).
+    Bare,
+    /// Entries separated by `separator` (any whitespace when it is a space), each
+    /// `key<assign>value`: signatures under `signature_keys`, and possibly the
+    /// timestamp. `v1,sig v1,sig` (Standard Webhooks), `t=…,v1=…` (Stripe),
+    /// `ts=…;h1=…` (Paddle), `v1=a,v1=b` (PagerDuty). Unknown keys are ignored.
+    Pairs {
+        separator: char,
+        assign: char,
+        signature_keys: Vec<String>,
+    },
+}
+
+/// The unit a timestamp is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    Seconds,
+    Millis,
+    Rfc3339,
+}
+
+impl TimeUnit {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "unix" | "seconds" => Ok(TimeUnit::Seconds),
+            "unix_ms" | "milliseconds" => Ok(TimeUnit::Millis),
+            "rfc3339" => Ok(TimeUnit::Rfc3339),
+            _ => Err(format!(
+                "unknown timestamp format {s:?} (use unix, unix_ms or rfc3339)"
+            )),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeUnit::Seconds => "unix",
+            TimeUnit::Millis => "unix_ms",
+            TimeUnit::Rfc3339 => "rfc3339",
+        }
+    }
+}
+
+/// Where the timestamp is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimestampSource {
+    Header(HeaderName),
+    /// A key of the signature header (`t` in `t=…,v1=…`).
+    SignatureKey(String),
+    /// A field of the JSON body, as a path of object keys (`webhookTimestamp`).
+    Json(Vec<String>),
+}
+
+impl TimestampSource {
+    pub fn describe(&self) -> String {
+        match self {
+            TimestampSource::Header(h) => h.as_str().to_string(),
+            TimestampSource::SignatureKey(k) => format!("signature key {k}"),
+            TimestampSource::Json(p) => format!("json:{}", p.join(".")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimestampSpec {
+    pub source: TimestampSource,
+    pub unit: TimeUnit,
 }
 
 /// A secret's precomputed MAC state.
@@ -121,15 +297,48 @@ impl Key {
 pub struct HmacSpec {
     pub algorithm: Algorithm,
     pub header: HeaderName,
+    pub format: Format,
+    /// For [`Format::Bare`]: the fixed text before the signature (`sha256=`, `v0=`).
     pub prefix: String,
     /// Accept the value with or without `prefix` (for senders that vary).
     pub prefix_optional: bool,
     pub encoding: Encoding,
     pub template: Template,
-    pub timestamp_header: Option<HeaderName>,
+    pub timestamp: Option<TimestampSpec>,
     pub id_header: Option<HeaderName>,
-    /// How far a timestamp may be from now, in the past or the future.
+    /// How old a timestamp may be.
     pub tolerance: Duration,
+    /// How far in the future a timestamp may be (clock skew).
+    pub future_tolerance: Duration,
+    pub secret_encoding: SecretEncoding,
+    /// The public URL the sender signs, for `{url}` (it cannot be seen behind a proxy).
+    pub url: Option<String>,
+}
+
+impl HmacSpec {
+    /// A spec with the common defaults: bare value, no prefix, `{body}`, raw secret.
+    pub fn simple(
+        algorithm: Algorithm,
+        header: HeaderName,
+        encoding: Encoding,
+        template: Template,
+    ) -> HmacSpec {
+        HmacSpec {
+            algorithm,
+            header,
+            format: Format::Bare,
+            prefix: String::new(),
+            prefix_optional: false,
+            encoding,
+            template,
+            timestamp: None,
+            id_header: None,
+            tolerance: Duration::from_secs(300),
+            future_tolerance: Duration::from_secs(300),
+            secret_encoding: SecretEncoding::Raw,
+            url: None,
+        }
+    }
 }
 
 /// A ready-to-use HMAC verifier: the spec plus one key state per secret.
@@ -154,22 +363,13 @@ struct Candidate {
     len: usize,
 }
 
-/// Decodes one header value into a signature of `want` bytes, or `None` if malformed.
-fn decode_signature(value: &[u8], spec: &HmacSpec, want: usize) -> Option<Candidate> {
-    let mut v = value.trim_ascii();
-    let prefix = spec.prefix.as_bytes();
-    if !prefix.is_empty() {
-        match v.get(..prefix.len()) {
-            Some(head) if head.eq_ignore_ascii_case(prefix) => v = &v[prefix.len()..],
-            _ if spec.prefix_optional => {}
-            _ => return None,
-        }
-    }
+/// Decodes one encoded signature of `want` bytes, or `None` if malformed.
+fn decode_encoded(v: &[u8], encoding: Encoding, want: usize) -> Option<Candidate> {
     let mut out = Candidate {
         bytes: [0; MAX_DIGEST],
         len: 0,
     };
-    match spec.encoding {
+    match encoding {
         Encoding::Hex => {
             if v.len() != want * 2 {
                 return None;
@@ -179,20 +379,18 @@ fn decode_signature(value: &[u8], spec: &HmacSpec, want: usize) -> Option<Candid
             }
             out.len = want;
         }
-        Encoding::Base64 => {
-            use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-            use base64::Engine;
-            const LENIENT: GeneralPurpose = GeneralPurpose::new(
-                &base64::alphabet::STANDARD,
-                GeneralPurposeConfig::new()
-                    .with_decode_padding_mode(DecodePaddingMode::Indifferent),
-            );
+        Encoding::Base64 | Encoding::Base64Url => {
             // A digest of `want` bytes is at most 88 base64 characters; anything
             // longer is not a signature and is refused before decoding.
             if v.len() > want.div_ceil(3) * 4 {
                 return None;
             }
-            out.len = LENIENT.decode_slice(v, &mut out.bytes).ok()?;
+            let engine = if encoding == Encoding::Base64 {
+                &B64
+            } else {
+                &B64URL
+            };
+            out.len = engine.decode_slice(v, &mut out.bytes).ok()?;
             if out.len != want {
                 return None;
             }
@@ -201,7 +399,41 @@ fn decode_signature(value: &[u8], spec: &HmacSpec, want: usize) -> Option<Candid
     Some(out)
 }
 
-fn hex_val(c: u8) -> Option<u8> {
+/// A bare header value: the prefix (case-insensitive), then the signature.
+fn decode_bare(value: &[u8], spec: &HmacSpec, want: usize) -> Option<Candidate> {
+    let mut v = value.trim_ascii();
+    let prefix = spec.prefix.as_bytes();
+    if !prefix.is_empty() {
+        match v.get(..prefix.len()) {
+            Some(head) if head.eq_ignore_ascii_case(prefix) => v = &v[prefix.len()..],
+            _ if spec.prefix_optional => {}
+            _ => return None,
+        }
+    }
+    decode_encoded(v, spec.encoding, want)
+}
+
+/// Splits a pairs-shaped value into `(key, value)` entries.
+fn pairs(value: &[u8], separator: char, assign: char) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let sep = separator as u8;
+    let whitespace = separator == ' ';
+    value
+        .split(move |&b| {
+            if whitespace {
+                b.is_ascii_whitespace()
+            } else {
+                b == sep
+            }
+        })
+        .map(|e| e.trim_ascii())
+        .filter(|e| !e.is_empty())
+        .filter_map(move |e| {
+            let at = e.iter().position(|&b| b == assign as u8)?;
+            Some((e[..at].trim_ascii(), e[at + 1..].trim_ascii()))
+        })
+}
+
+pub(crate) fn hex_val(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
@@ -210,24 +442,137 @@ fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
-/// Reads a unix-seconds timestamp and checks it against `now` with `tolerance` both ways.
-fn check_timestamp(raw: &[u8], now_unix: i64, tolerance: Duration) -> Result<(), VerifyError> {
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses an RFC 3339 timestamp (`2026-11-22T10:00:00.123456789Z`, `…+02:00`) into
+/// unix seconds; fractions are dropped. ISO 8601 without a zone is read as UTC.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.trim().as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+    }
+    let offset = match b.get(i) {
+        None => 0,
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            let o = oh * 3600 + om * 60;
+            if sign == b'+' {
+                o
+            } else {
+                -o
+            }
+        }
+        _ => return None,
+    };
+    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset)
+}
+
+/// Reads a timestamp in `unit` as unix seconds.
+fn timestamp_seconds(raw: &[u8], unit: TimeUnit) -> Result<i64, VerifyError> {
     let text = std::str::from_utf8(raw.trim_ascii()).map_err(|_| VerifyError::TimestampInvalid)?;
-    let ts: i64 = text.parse().map_err(|_| VerifyError::TimestampInvalid)?;
-    let tol = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
-    if ts < now_unix.saturating_sub(tol) {
+    let whole = |t: &str| -> Result<i64, VerifyError> {
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(VerifyError::TimestampInvalid);
+        }
+        t.parse().map_err(|_| VerifyError::TimestampInvalid)
+    };
+    match unit {
+        TimeUnit::Seconds => whole(text),
+        TimeUnit::Millis => whole(text).map(|ms| ms.div_euclid(1000)),
+        TimeUnit::Rfc3339 => parse_rfc3339(text).ok_or(VerifyError::TimestampInvalid),
+    }
+}
+
+/// Checks a timestamp against `now`: at most `past` old and `future` ahead.
+fn check_window(
+    ts: i64,
+    now_unix: i64,
+    past: Duration,
+    future: Duration,
+) -> Result<(), VerifyError> {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    if ts < now_unix.saturating_sub(secs(past)) {
         Err(VerifyError::TimestampStale)
-    } else if ts > now_unix.saturating_add(tol) {
+    } else if ts > now_unix.saturating_add(secs(future)) {
         Err(VerifyError::TimestampFuture)
     } else {
         Ok(())
     }
 }
 
-/// Most senders send one signature header; a few candidates are kept on the stack.
+/// A JSON body field as the text a signer would have used: strings without quotes,
+/// numbers as written.
+fn json_field(body: &[u8], path: &[String]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let mut v = &value;
+    for key in path {
+        v = v.get(key)?;
+    }
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Most senders send one signature; a few candidates are kept on the stack.
 const MAX_CANDIDATES: usize = 8;
 
+/// The request as the verifier sees it.
+pub struct Request<'a> {
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    pub method: &'a Method,
+    pub now_unix: i64,
+}
+
 impl HmacScheme {
+    /// `secrets` are the decoded keys (see [`SecretEncoding::decode`]).
     pub fn new(spec: HmacSpec, secrets: &[Vec<u8>]) -> HmacScheme {
         let keys = secrets
             .iter()
@@ -240,33 +585,60 @@ impl HmacScheme {
         self.keys.len()
     }
 
-    /// Computes the signature header value for `body`, as the sender would, with the
-    /// first secret (for tests and the `sign` command).
-    pub fn sign_value(&self, body: &[u8], timestamp: &[u8], id: &[u8]) -> String {
-        use base64::Engine;
+    /// The encoded signature of the signed content, with the first secret.
+    fn encoded(&self, inputs: &Inputs<'_>) -> String {
         let mut out = [0u8; MAX_DIGEST];
-        let inputs = Inputs {
-            body,
-            timestamp,
-            id,
-        };
-        let n = self.keys[0].sign(&self.spec.template, &inputs, &mut out);
-        let encoded = match self.spec.encoding {
+        let n = self.keys[0].sign(&self.spec.template, inputs, &mut out);
+        match self.spec.encoding {
             Encoding::Hex => out[..n]
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>(),
             Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(&out[..n]),
-        };
-        format!("{}{encoded}", self.spec.prefix)
+            Encoding::Base64Url => B64URL.encode(&out[..n]),
+        }
     }
 
-    pub fn verify(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now_unix: i64,
-    ) -> Result<(), VerifyError> {
+    /// Computes the signature header value for `body`, as the sender would, with the
+    /// first secret (for tests and the `sign` command). For a pairs-shaped header whose
+    /// timestamp travels in it, the timestamp key is included.
+    pub fn sign_value(&self, body: &[u8], timestamp: &[u8], id: &[u8]) -> String {
+        self.sign_request(body, timestamp, id, b"POST")
+    }
+
+    pub fn sign_request(&self, body: &[u8], timestamp: &[u8], id: &[u8], method: &[u8]) -> String {
+        let url = self.spec.url.as_deref().unwrap_or("").as_bytes();
+        let inputs = Inputs {
+            body,
+            timestamp,
+            id,
+            method,
+            url,
+        };
+        let sig = self.encoded(&inputs);
+        match &self.spec.format {
+            Format::Bare => format!("{}{sig}", self.spec.prefix),
+            Format::Pairs {
+                separator,
+                assign,
+                signature_keys,
+            } => {
+                let key = signature_keys.first().map(String::as_str).unwrap_or("v1");
+                match &self.spec.timestamp {
+                    Some(TimestampSpec {
+                        source: TimestampSource::SignatureKey(k),
+                        ..
+                    }) => format!(
+                        "{k}{assign}{}{separator}{key}{assign}{sig}",
+                        String::from_utf8_lossy(timestamp)
+                    ),
+                    _ => format!("{key}{assign}{sig}"),
+                }
+            }
+        }
+    }
+
+    pub fn verify(&self, req: &Request<'_>) -> Result<(), VerifyError> {
         let spec = &self.spec;
         let want = spec.algorithm.digest_len();
 
@@ -274,12 +646,42 @@ impl HmacScheme {
         let mut candidates: [Option<Candidate>; MAX_CANDIDATES] = Default::default();
         let mut found = 0;
         let mut present = false;
-        for value in headers.get_all(&spec.header) {
+        let mut header_ts: Option<&[u8]> = None;
+        let ts_key = match &spec.timestamp {
+            Some(TimestampSpec {
+                source: TimestampSource::SignatureKey(k),
+                ..
+            }) => Some(k.as_bytes()),
+            _ => None,
+        };
+        for value in req.headers.get_all(&spec.header) {
             present = true;
-            if found < MAX_CANDIDATES {
-                if let Some(c) = decode_signature(value.as_bytes(), spec, want) {
-                    candidates[found] = Some(c);
-                    found += 1;
+            match &spec.format {
+                Format::Bare => {
+                    if found < MAX_CANDIDATES {
+                        if let Some(c) = decode_bare(value.as_bytes(), spec, want) {
+                            candidates[found] = Some(c);
+                            found += 1;
+                        }
+                    }
+                }
+                Format::Pairs {
+                    separator,
+                    assign,
+                    signature_keys,
+                } => {
+                    for (k, v) in pairs(value.as_bytes(), *separator, *assign) {
+                        if ts_key == Some(k) {
+                            header_ts.get_or_insert(v);
+                        } else if found < MAX_CANDIDATES
+                            && signature_keys.iter().any(|s| s.as_bytes() == k)
+                        {
+                            if let Some(c) = decode_encoded(v, spec.encoding, want) {
+                                candidates[found] = Some(c);
+                                found += 1;
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -291,29 +693,47 @@ impl HmacScheme {
         }
 
         // 2. Freshness and the other signed inputs.
-        let timestamp = match &spec.timestamp_header {
-            Some(name) => {
-                let raw = headers
-                    .get(name)
-                    .ok_or(VerifyError::TimestampMissing)?
-                    .as_bytes();
-                check_timestamp(raw, now_unix, spec.tolerance)?;
-                raw.trim_ascii()
-            }
+        let json_ts;
+        let timestamp: &[u8] = match &spec.timestamp {
             None => b"",
+            Some(ts) => {
+                let raw: &[u8] = match &ts.source {
+                    TimestampSource::Header(name) => req
+                        .headers
+                        .get(name)
+                        .ok_or(VerifyError::TimestampMissing)?
+                        .as_bytes()
+                        .trim_ascii(),
+                    TimestampSource::SignatureKey(_) => {
+                        header_ts.ok_or(VerifyError::TimestampMissing)?
+                    }
+                    TimestampSource::Json(path) => {
+                        json_ts =
+                            json_field(req.body, path).ok_or(VerifyError::TimestampMissing)?;
+                        json_ts.as_bytes()
+                    }
+                };
+                let secs = timestamp_seconds(raw, ts.unit)?;
+                check_window(secs, req.now_unix, spec.tolerance, spec.future_tolerance)?;
+                raw
+            }
         };
         let id = match &spec.id_header {
-            Some(name) if spec.template.uses(&Part::Id) => {
-                headers.get(name).ok_or(VerifyError::IdMissing)?.as_bytes()
-            }
+            Some(name) if spec.template.uses(&Part::Id) => req
+                .headers
+                .get(name)
+                .ok_or(VerifyError::IdMissing)?
+                .as_bytes(),
             _ => b"",
         };
 
         // 3. The MAC with every secret, compared with every candidate in constant time.
         let inputs = Inputs {
-            body,
+            body: req.body,
             timestamp,
             id,
+            method: req.method.as_str().as_bytes(),
+            url: spec.url.as_deref().unwrap_or("").as_bytes(),
         };
         let mut expected = [0u8; MAX_DIGEST];
         let mut matched = subtle::Choice::from(0);
@@ -332,6 +752,24 @@ impl HmacScheme {
 }
 
 #[cfg(test)]
+impl HmacScheme {
+    /// `verify` for a POST at `now_unix`, for table tests.
+    pub(crate) fn check(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix: i64,
+    ) -> Result<(), VerifyError> {
+        self.verify(&Request {
+            headers,
+            body,
+            method: &Method::POST,
+            now_unix,
+        })
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
@@ -339,17 +777,12 @@ mod tests {
     const NOW: i64 = 1_700_000_000;
 
     fn spec(algorithm: Algorithm, encoding: Encoding, signed: &str) -> HmacSpec {
-        HmacSpec {
+        HmacSpec::simple(
             algorithm,
-            header: HeaderName::from_static("x-sig"),
-            prefix: String::new(),
-            prefix_optional: false,
+            HeaderName::from_static("x-sig"),
             encoding,
-            template: Template::compile(signed).unwrap(),
-            timestamp_header: None,
-            id_header: None,
-            tolerance: Duration::from_secs(300),
-        }
+            Template::compile(signed).unwrap(),
+        )
     }
 
     fn hdrs(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -372,11 +805,11 @@ mod tests {
         );
         let sig = "f527422686555b6528a2e7f7ec82b2f5452b00303bb286f874e075ba778974a6d81adfff523642fc73b6960f759b92a3bad138be110bf59223e79fd1b5c6825d";
         assert_eq!(
-            s.verify(&hdrs(&[("x-sig", sig)]), br#"{"a":1}"#, NOW),
+            s.check(&hdrs(&[("x-sig", sig)]), br#"{"a":1}"#, NOW),
             Ok(())
         );
         assert_eq!(
-            s.verify(&hdrs(&[("x-sig", sig)]), br#"{"a":2}"#, NOW),
+            s.check(&hdrs(&[("x-sig", sig)]), br#"{"a":2}"#, NOW),
             Err(VerifyError::SignatureMismatch)
         );
     }
@@ -388,7 +821,7 @@ mod tests {
             &[b"k".to_vec()],
         );
         assert_eq!(
-            s.verify(
+            s.check(
                 &hdrs(&[("x-sig", "e0q2iYq4Ygd+nK9QSzmYLyvEFFM=")]),
                 br#"{"a":1}"#,
                 NOW
@@ -396,7 +829,7 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            s.verify(
+            s.check(
                 &hdrs(&[("x-sig", "e0q2iYq4Ygd+nK9QSzmYLyvEFFM")]),
                 br#"{"a":1}"#,
                 NOW
@@ -404,7 +837,7 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            s.verify(
+            s.check(
                 &hdrs(&[("x-sig", "e0q2iYq4Ygd+nK9QSzmYLyvEFFM=AAAA")]),
                 br#"{"a":1}"#,
                 NOW
@@ -412,7 +845,7 @@ mod tests {
             Err(VerifyError::SignatureMalformed)
         );
         assert_eq!(
-            s.verify(&hdrs(&[("x-sig", "!!!!")]), br#"{"a":1}"#, NOW),
+            s.check(&hdrs(&[("x-sig", "!!!!")]), br#"{"a":1}"#, NOW),
             Err(VerifyError::SignatureMalformed)
         );
     }
@@ -420,7 +853,10 @@ mod tests {
     fn timestamped() -> HmacScheme {
         let mut sp = spec(Algorithm::Sha256, Encoding::Hex, "v0:{timestamp}:{body}");
         sp.prefix = "v0=".into();
-        sp.timestamp_header = Some(HeaderName::from_static("x-ts"));
+        sp.timestamp = Some(TimestampSpec {
+            source: TimestampSource::Header(HeaderName::from_static("x-ts")),
+            unit: TimeUnit::Seconds,
+        });
         HmacScheme::new(sp, &[b"ts-secret".to_vec()])
     }
 
@@ -431,29 +867,29 @@ mod tests {
         let s = timestamped();
         let h = hdrs(&[("x-sig", TS_SIG), ("x-ts", "1700000000")]);
         let body = br#"{"a":1}"#;
-        assert_eq!(s.verify(&h, body, NOW), Ok(()));
-        assert_eq!(s.verify(&h, body, NOW + 300), Ok(()));
+        assert_eq!(s.check(&h, body, NOW), Ok(()));
+        assert_eq!(s.check(&h, body, NOW + 300), Ok(()));
         assert_eq!(
-            s.verify(&h, body, NOW + 301),
+            s.check(&h, body, NOW + 301),
             Err(VerifyError::TimestampStale)
         );
         assert_eq!(
-            s.verify(&h, body, NOW - 301),
+            s.check(&h, body, NOW - 301),
             Err(VerifyError::TimestampFuture)
         );
         // A replayed signature with a fresh timestamp does not match.
         let moved = hdrs(&[("x-sig", TS_SIG), ("x-ts", "1700000100")]);
         assert_eq!(
-            s.verify(&moved, body, NOW),
+            s.check(&moved, body, NOW),
             Err(VerifyError::SignatureMismatch)
         );
         assert_eq!(
-            s.verify(&hdrs(&[("x-sig", TS_SIG)]), body, NOW),
+            s.check(&hdrs(&[("x-sig", TS_SIG)]), body, NOW),
             Err(VerifyError::TimestampMissing)
         );
         for bad in ["", "soon", "1.7e9", "-"] {
             assert_eq!(
-                s.verify(&hdrs(&[("x-sig", TS_SIG), ("x-ts", bad)]), body, NOW),
+                s.check(&hdrs(&[("x-sig", TS_SIG), ("x-ts", bad)]), body, NOW),
                 Err(VerifyError::TimestampInvalid),
                 "{bad:?}"
             );
@@ -467,13 +903,16 @@ mod tests {
             Encoding::Base64,
             "{id}.{timestamp}.{body}",
         );
-        sp.timestamp_header = Some(HeaderName::from_static("x-ts"));
+        sp.timestamp = Some(TimestampSpec {
+            source: TimestampSource::Header(HeaderName::from_static("x-ts")),
+            unit: TimeUnit::Seconds,
+        });
         sp.id_header = Some(HeaderName::from_static("x-id"));
         let s = HmacScheme::new(sp, &[b"k".to_vec()]);
         let sig = "VBsnaZ19KHxZpSPS1tPiG++uWCsM9Fw2ggfPDGLHkrU=";
         let body = br#"{"a":1}"#;
         assert_eq!(
-            s.verify(
+            s.check(
                 &hdrs(&[("x-sig", sig), ("x-ts", "1700000000"), ("x-id", "msg_1")]),
                 body,
                 NOW
@@ -481,7 +920,7 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            s.verify(
+            s.check(
                 &hdrs(&[("x-sig", sig), ("x-ts", "1700000000"), ("x-id", "msg_2")]),
                 body,
                 NOW
@@ -489,7 +928,7 @@ mod tests {
             Err(VerifyError::SignatureMismatch)
         );
         assert_eq!(
-            s.verify(&hdrs(&[("x-sig", sig), ("x-ts", "1700000000")]), body, NOW),
+            s.check(&hdrs(&[("x-sig", sig), ("x-ts", "1700000000")]), body, NOW),
             Err(VerifyError::IdMissing)
         );
     }
@@ -502,7 +941,7 @@ mod tests {
             ("x-sig", TS_SIG),
             ("x-ts", "1700000000"),
         ]);
-        assert_eq!(s.verify(&h, br#"{"a":1}"#, NOW), Ok(()));
+        assert_eq!(s.check(&h, br#"{"a":1}"#, NOW), Ok(()));
     }
 
     #[test]
@@ -515,7 +954,7 @@ mod tests {
                 let v = s.sign_value(b"payload", b"", b"");
                 assert!(v.starts_with("sig="));
                 assert_eq!(
-                    s.verify(&hdrs(&[("x-sig", &v)]), b"payload", NOW),
+                    s.check(&hdrs(&[("x-sig", &v)]), b"payload", NOW),
                     Ok(()),
                     "{alg:?} {enc:?}"
                 );
@@ -532,5 +971,335 @@ mod tests {
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("super-secret-value"));
         assert!(dbg.contains("secrets: 1"));
+    }
+}
+
+#[cfg(test)]
+mod shapes {
+    //! The parameter space beyond a bare header: pairs-shaped headers, key derivation,
+    //! timestamp sources and units, and URL/method templates. Expected values are the
+    //! published Standard Webhooks vector (../shared/senders.md §6.1) and values computed
+    //! with Python's hmac module from the documented algorithms.
+    use super::*;
+    use crate::verify::presets::{find, Kind};
+    use http::HeaderValue;
+
+    fn preset(id: &str, secret: &str) -> HmacScheme {
+        let Kind::Hmac(p) = find(id).unwrap().kind else {
+            panic!("{id}")
+        };
+        let spec = p.spec().unwrap();
+        let key = spec.secret_encoding.decode(secret.as_bytes()).unwrap();
+        HmacScheme::new(spec, &[key])
+    }
+
+    fn hdrs(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SW_BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SW_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    fn sw(sig: &str, ts: &str) -> HeaderMap {
+        hdrs(&[
+            ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            ("webhook-timestamp", ts),
+            ("webhook-signature", sig),
+        ])
+    }
+
+    #[test]
+    fn standard_webhooks_published_vector() {
+        let s = preset("standard-webhooks", SW_SECRET);
+        let now = 1_614_265_330;
+        assert_eq!(s.check(&sw(SW_SIG, "1614265330"), SW_BODY, now), Ok(()));
+        // Several signatures, unknown versions ignored, any valid one passes.
+        let multi = format!("v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v2,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= {SW_SIG} v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=");
+        assert_eq!(s.check(&sw(&multi, "1614265330"), SW_BODY, now), Ok(()));
+        assert_eq!(
+            s.check(
+                &sw(
+                    "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=",
+                    "1614265330"
+                ),
+                SW_BODY,
+                now
+            ),
+            Err(VerifyError::SignatureMismatch)
+        );
+        assert_eq!(
+            s.check(&sw("v1,", "1614265330"), SW_BODY, now),
+            Err(VerifyError::SignatureMalformed)
+        );
+        assert_eq!(
+            s.check(
+                &sw(
+                    "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+                    "1614265330"
+                ),
+                SW_BODY,
+                now
+            ),
+            Err(VerifyError::SignatureMalformed)
+        );
+        assert_eq!(
+            s.check(&sw(SW_SIG, "1614265330"), SW_BODY, now + 301),
+            Err(VerifyError::TimestampStale)
+        );
+        assert_eq!(
+            s.check(&sw(SW_SIG, "1614265330"), SW_BODY, now - 301),
+            Err(VerifyError::TimestampFuture)
+        );
+        // The same key without its prefix decodes the same (the libraries strip it if present).
+        let bare = preset("standard-webhooks", SW_SECRET.trim_start_matches("whsec_"));
+        assert_eq!(bare.check(&sw(SW_SIG, "1614265330"), SW_BODY, now), Ok(()));
+        // Svix sends the same scheme under svix-* names.
+        let svix = preset("svix", SW_SECRET);
+        let h = hdrs(&[
+            ("svix-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            ("svix-timestamp", "1614265330"),
+            ("svix-signature", SW_SIG),
+        ]);
+        assert_eq!(svix.check(&h, SW_BODY, now), Ok(()));
+        assert_eq!(
+            s.sign_value(SW_BODY, b"1614265330", b"msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            SW_SIG
+        );
+    }
+
+    #[test]
+    fn openai_decodes_only_a_prefixed_secret() {
+        let prefixed = preset("openai", SW_SECRET);
+        assert_eq!(
+            prefixed.check(&sw(SW_SIG, "1614265330"), SW_BODY, 1_614_265_330),
+            Ok(())
+        );
+        // Unprefixed: the raw UTF-8 bytes are the key, so the same text no longer matches.
+        let raw = preset("openai", SW_SECRET.trim_start_matches("whsec_"));
+        assert_eq!(
+            raw.check(&sw(SW_SIG, "1614265330"), SW_BODY, 1_614_265_330),
+            Err(VerifyError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn stripe_pairs_with_the_timestamp_inside() {
+        let s = preset("stripe", "whsec_test_secret");
+        let body = br#"{"id":"evt_1","object":"event"}"#;
+        let sig = "0c8670ed117751cc551a20e35839447075c42800ea3cf3e8a2fbda99cd1e6edd";
+        let h = |v: &str| hdrs(&[("stripe-signature", v)]);
+        let now = 1_700_000_000;
+        assert_eq!(
+            s.check(&h(&format!("t=1700000000,v1={sig}")), body, now),
+            Ok(())
+        );
+        // Rotation: several v1 entries, a v0 test signature and unknown keys are fine.
+        assert_eq!(
+            s.check(
+                &h(&format!(
+                    "t=1700000000,v1=00{},v0=abc,v1={sig},x=1",
+                    &sig[2..]
+                )),
+                body,
+                now
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            s.check(&h(&format!("t=1700000001,v1={sig}")), body, now),
+            Err(VerifyError::SignatureMismatch)
+        );
+        assert_eq!(
+            s.check(&h(&format!("v1={sig}")), body, now),
+            Err(VerifyError::TimestampMissing)
+        );
+        assert_eq!(
+            s.check(&h("t=1700000000"), body, now),
+            Err(VerifyError::SignatureMalformed)
+        );
+        assert_eq!(
+            s.check(&h(&format!("t=1700000000,v1={sig}")), body, now + 301),
+            Err(VerifyError::TimestampStale)
+        );
+        assert_eq!(
+            s.sign_value(body, b"1700000000", b""),
+            format!("t=1700000000,v1={sig}")
+        );
+        // The whsec_ secret is used as it is, not decoded.
+        assert_eq!(s.spec.secret_encoding, SecretEncoding::Raw);
+    }
+
+    #[test]
+    fn paddle_semicolons() {
+        let s = preset("paddle", "pdl_ntfset_x");
+        let body = br#"{"event_id":"evt_01"}"#;
+        let v = "ts=1700000000;h1=bfe5e10f8205a11929caad28b3ca435d054b5e0e081f5a969346044add737a7c";
+        assert_eq!(
+            s.check(&hdrs(&[("paddle-signature", v)]), body, 1_700_000_003),
+            Ok(())
+        );
+        assert_eq!(
+            s.check(&hdrs(&[("paddle-signature", v)]), body, 1_700_000_006),
+            Err(VerifyError::TimestampStale)
+        );
+    }
+
+    #[test]
+    fn linear_reads_milliseconds_from_the_body() {
+        let s = preset("linear", "lin");
+        let body = br#"{"action":"create","webhookTimestamp":1700000000123}"#;
+        let h = hdrs(&[(
+            "linear-signature",
+            "c0bfa967c72f475ce885f3134d50a094ac686483c00d60c4885ffc7a8de0e578",
+        )]);
+        assert_eq!(s.check(&h, body, 1_700_000_030), Ok(()));
+        assert_eq!(
+            s.check(&h, body, 1_700_000_061),
+            Err(VerifyError::TimestampStale)
+        );
+        assert_eq!(
+            s.check(&h, br#"{"action":"create"}"#, 1_700_000_000),
+            Err(VerifyError::TimestampMissing)
+        );
+    }
+
+    #[test]
+    fn twitch_rfc3339_with_nanoseconds() {
+        let s = preset("twitch", "tw");
+        let h = hdrs(&[
+            ("twitch-eventsub-message-id", "msg-1"),
+            (
+                "twitch-eventsub-message-timestamp",
+                "2023-11-14T22:13:20.123456789Z",
+            ),
+            (
+                "twitch-eventsub-message-signature",
+                "sha256=64117f1d48250fffed43dd39b38f1d4eca00491d3fed25eaf45f861c4fc5cb49",
+            ),
+        ]);
+        assert_eq!(s.check(&h, br#"{"event":"x"}"#, 1_700_000_000), Ok(()));
+        assert_eq!(
+            s.check(&h, br#"{"event":"x"}"#, 1_700_000_601),
+            Err(VerifyError::TimestampStale)
+        );
+    }
+
+    #[test]
+    fn hubspot_signs_method_url_body_and_millisecond_timestamp() {
+        let Kind::Hmac(p) = find("hubspot-v3").unwrap().kind else {
+            panic!()
+        };
+        let mut spec = p.spec().unwrap();
+        spec.url = Some("https://hooks.example.com/hubspot?portal=1".into());
+        let s = HmacScheme::new(spec, &[b"hs".to_vec()]);
+        let h = hdrs(&[
+            (
+                "x-hubspot-signature-v3",
+                "JTUprxkqPKkimvLaQuIdqJ90C/dqmGZWgij02+7aPXk=",
+            ),
+            ("x-hubspot-request-timestamp", "1700000000123"),
+        ]);
+        assert_eq!(s.check(&h, br#"[{"eventId":1}]"#, 1_700_000_100), Ok(()));
+        let put = s.verify(&Request {
+            headers: &h,
+            body: br#"[{"eventId":1}]"#,
+            method: &Method::PUT,
+            now_unix: 1_700_000_100,
+        });
+        assert_eq!(
+            put,
+            Err(VerifyError::SignatureMismatch),
+            "the method is signed"
+        );
+    }
+
+    #[test]
+    fn ms_teams_base64_key_and_hmac_prefix() {
+        let s = preset("ms-teams", "c2VjcmV0LWtleS1ieXRlcw==");
+        let h = hdrs(&[(
+            "authorization",
+            "HMAC vhdd84gntnsZpiPS9ZMEZTWZDUAaEidpt8OXBQ0mKKA=",
+        )]);
+        assert_eq!(s.check(&h, br#"{"type":"message"}"#, 0), Ok(()));
+    }
+
+    #[test]
+    fn secret_encodings() {
+        let b64 = SecretEncoding::Base64 {
+            prefix: "whsec_".into(),
+        };
+        assert_eq!(b64.decode(b"whsec_aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(b64.decode(b"aGVsbG8").unwrap(), b"hello");
+        let e = b64.decode(b"whsec_not base64!").unwrap_err();
+        assert!(
+            e.contains("not valid base64") && !e.contains("not base64!"),
+            "{e}"
+        );
+        assert!(b64.decode(b"whsec_").unwrap_err().contains("empty"));
+        let only = SecretEncoding::Base64IfPrefixed {
+            prefix: "whsec_".into(),
+        };
+        assert_eq!(only.decode(b"whsec_aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(only.decode(b"aGVsbG8=").unwrap(), b"aGVsbG8=");
+        assert_eq!(SecretEncoding::Hex.decode(b"00ff").unwrap(), [0, 255]);
+        assert!(SecretEncoding::Hex.decode(b"0g").is_err());
+        assert_eq!(SecretEncoding::Raw.decode(b"whsec_x").unwrap(), b"whsec_x");
+        assert!(SecretEncoding::parse("base64_if_prefixed", "").is_err());
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Some(1_700_000_000));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.999999999Z"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-15T00:13:20+02:00"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T21:13:20-01:00"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20"), Some(1_700_000_000));
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
+        for bad in [
+            "",
+            "2023-13-01T00:00:00Z",
+            "2023-11-14 22:13",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20+0200",
+            "x023-11-14T22:13:20Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn millisecond_and_future_windows() {
+        assert_eq!(
+            timestamp_seconds(b"1700000000999", TimeUnit::Millis),
+            Ok(1_700_000_000)
+        );
+        assert_eq!(
+            timestamp_seconds(b"-5", TimeUnit::Seconds),
+            Err(VerifyError::TimestampInvalid)
+        );
+        let past = Duration::from_secs(300);
+        assert_eq!(check_window(1000, 1000, past, Duration::ZERO), Ok(()));
+        assert_eq!(
+            check_window(1001, 1000, past, Duration::ZERO),
+            Err(VerifyError::TimestampFuture)
+        );
     }
 }

@@ -6,8 +6,10 @@
 pub mod hmac;
 pub mod presets;
 pub mod template;
+pub mod token;
 
-use http::{HeaderMap, HeaderValue};
+pub use hmac::Request;
+use http::HeaderValue;
 
 /// Why a delivery failed verification. Each variant is one short reason code sent to the
 /// sender and logged; none says what the right signature would have been.
@@ -44,6 +46,8 @@ pub enum Scheme {
     /// No signature: the route relies on its IP allowlist (and dedup, later).
     None,
     Hmac(Box<hmac::HmacScheme>),
+    Token(token::TokenScheme),
+    Basic(token::BasicScheme),
 }
 
 /// A route's verifier, with the name that is forwarded upstream in
@@ -66,15 +70,12 @@ impl Verifier {
         }
     }
 
-    pub fn verify(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now_unix: i64,
-    ) -> Result<(), VerifyError> {
+    pub fn verify(&self, req: &Request<'_>) -> Result<(), VerifyError> {
         match &self.scheme {
             Scheme::None => Ok(()),
-            Scheme::Hmac(h) => h.verify(headers, body, now_unix),
+            Scheme::Hmac(h) => h.verify(req),
+            Scheme::Token(t) => t.verify(req.headers),
+            Scheme::Basic(b) => b.verify(req.headers),
         }
     }
 
@@ -82,6 +83,8 @@ impl Verifier {
     pub fn describe(&self) -> String {
         match &self.scheme {
             Scheme::None => "none".to_string(),
+            Scheme::Token(t) => format!("{} (token in {})", self.name, t.header.as_str()),
+            Scheme::Basic(_) => format!("{} (basic auth)", self.name),
             Scheme::Hmac(h) => {
                 let s = &h.spec;
                 let mut d = format!(
@@ -91,11 +94,26 @@ impl Verifier {
                     s.encoding.name(),
                     s.header.as_str()
                 );
-                if !s.prefix.is_empty() {
-                    d.push_str(&format!(" prefix {:?}", s.prefix));
+                match &s.format {
+                    hmac::Format::Bare if !s.prefix.is_empty() => {
+                        d.push_str(&format!(" prefix {:?}", s.prefix))
+                    }
+                    hmac::Format::Bare => {}
+                    hmac::Format::Pairs { signature_keys, .. } => {
+                        d.push_str(&format!(" keys {}", signature_keys.join("|")))
+                    }
                 }
-                if let Some(t) = &s.timestamp_header {
-                    d.push_str(&format!(" ts {} ±{}s", t.as_str(), s.tolerance.as_secs()));
+                if let Some(t) = &s.timestamp {
+                    d.push_str(&format!(
+                        " ts {} {} -{}s/+{}s",
+                        t.source.describe(),
+                        t.unit.name(),
+                        s.tolerance.as_secs(),
+                        s.future_tolerance.as_secs()
+                    ));
+                }
+                if s.secret_encoding != hmac::SecretEncoding::Raw {
+                    d.push_str(&format!(" key {}", s.secret_encoding.name()));
                 }
                 d.push(')');
                 d

@@ -9,6 +9,8 @@ pub enum Part {
     Body,
     Timestamp,
     Id,
+    Method,
+    Url,
 }
 
 /// A compiled template.
@@ -22,6 +24,8 @@ pub struct Inputs<'a> {
     pub body: &'a [u8],
     pub timestamp: &'a [u8],
     pub id: &'a [u8],
+    pub method: &'a [u8],
+    pub url: &'a [u8],
 }
 
 impl Template {
@@ -44,15 +48,14 @@ impl Template {
                     "body" => Part::Body,
                     "timestamp" => Part::Timestamp,
                     "id" => Part::Id,
-                    "url" | "method" | "sorted_params" => {
-                        return Err(format!(
-                            "placeholder {{{}}} is not supported yet (supported: {{body}}, {{timestamp}}, {{id}})",
-                            &rest[1..end]
-                        ))
+                    "method" => Part::Method,
+                    "url" => Part::Url,
+                    "sorted_params" => {
+                        return Err("placeholder {sorted_params} belongs to the twilio scheme, not to hmac templates".to_string())
                     }
                     other => {
                         return Err(format!(
-                            "unknown placeholder {{{other}}} (supported: {{body}}, {{timestamp}}, {{id}}; write {{{{ for a literal brace)"
+                            "unknown placeholder {{{other}}} (supported: {{body}}, {{timestamp}}, {{id}}, {{method}}, {{url}}; write {{{{ for a literal brace)"
                         ))
                     }
                 };
@@ -96,6 +99,8 @@ impl Template {
                 Part::Body => inputs.body,
                 Part::Timestamp => inputs.timestamp,
                 Part::Id => inputs.id,
+                Part::Method => inputs.method,
+                Part::Url => inputs.url,
             });
         }
     }
@@ -111,6 +116,8 @@ mod tests {
             body: b"BODY",
             timestamp: b"123",
             id: b"msg_1",
+            method: b"POST",
+            url: b"https://h.example/x",
         };
         Template::compile(t)
             .unwrap()
@@ -142,9 +149,11 @@ mod tests {
         assert!(Template::compile("}{body}")
             .unwrap_err()
             .contains("unmatched"));
-        assert!(Template::compile("{url}{body}")
-            .unwrap_err()
-            .contains("not supported yet"));
+        assert!(Template::compile("{sorted_params}{body}").is_err());
+        assert_eq!(
+            render("{method}{url}{body}"),
+            b"POSThttps://h.example/xBODY"
+        );
     }
 
     #[test]
