@@ -48,6 +48,24 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print the headers (or a curl command) of a correctly signed delivery for a route.
+    Sign {
+        /// Config file [default: config/hookgate.yaml, else the embedded default]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The route's name.
+        #[arg(long)]
+        route: String,
+        /// The body to sign (sent exactly as it is in the file).
+        #[arg(long)]
+        body: PathBuf,
+        /// What to print: the header lines, or a whole curl command.
+        #[arg(long, value_enum, default_value = "headers")]
+        print: SignOutput,
+        /// Where the curl command sends the delivery [default: http://<listen>].
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Run a minimal upstream that answers every request (for demos and benchmarks).
     Sink {
         /// Address to listen on.
@@ -63,6 +81,66 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignOutput {
+    Headers,
+    Curl,
+}
+
+/// Exit code for an input file that cannot be read (EX_NOINPUT).
+pub const EXIT_NOINPUT: i32 = 66;
+
+/// `hookgate sign`: returns what to print, or an error message and exit code.
+pub fn sign(
+    config: &Config,
+    route_name: &str,
+    body_path: &Path,
+    print: SignOutput,
+    url: Option<&str>,
+) -> Result<String, (String, i32)> {
+    let Some(route) = config.routes.iter().find(|r| r.name == route_name) else {
+        let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        return Err((
+            format!(
+                "no route named {route_name:?} (routes: {})\n",
+                names.join(", ")
+            ),
+            EXIT_CONFIG,
+        ));
+    };
+    let body = std::fs::read(body_path).map_err(|e| {
+        (
+            format!("cannot read {}: {e}\n", body_path.display()),
+            EXIT_NOINPUT,
+        )
+    })?;
+    let headers = crate::sign::headers(route, &body, std::time::SystemTime::now());
+    let mut out = String::new();
+    for note in crate::sign::caveats(route, &body) {
+        out.push_str(&format!("# note: {note}\n"));
+    }
+    match print {
+        SignOutput::Headers => {
+            for (k, v) in &headers {
+                out.push_str(&format!("{k}: {v}\n"));
+            }
+        }
+        SignOutput::Curl => {
+            let base = url
+                .map(|u| u.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| format!("http://{}", config.listen));
+            out.push_str(&crate::sign::curl(
+                route,
+                &base,
+                &headers,
+                &body_path.display().to_string(),
+            ));
+            out.push('\n');
+        }
+    }
+    Ok(out)
 }
 
 /// Where a config comes from, for messages.

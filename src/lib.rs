@@ -15,7 +15,8 @@
 //! - [`server`]: the listener, the outer and inner request handler, graceful drain.
 //! - [`admin`]: `/healthz` and `/readyz` on their own port.
 //! - [`log`]: tracing setup and the access-log line.
-//! - [`cli`]: the command line; [`sink`]: a minimal upstream for demos and benchmarks.
+//! - [`cli`]: the command line; [`sign`]: signed test deliveries for any route;
+//!   [`sink`]: a minimal upstream for demos and benchmarks.
 //! - [`net`]: CIDR sets.
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod log;
 pub mod net;
 pub mod pipeline;
 pub mod server;
+pub mod sign;
 pub mod sink;
 pub mod upstream;
 pub mod verify;

@@ -70,6 +70,32 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        Command::Sign {
+            config,
+            route,
+            body,
+            print,
+            url,
+        } => {
+            let source = cli::read_source(config.as_deref());
+            let cfg = match cli::load(&source) {
+                Ok(cfg) => cfg,
+                Err(msg) => {
+                    eprint!("{msg}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
+            match cli::sign(&cfg, &route, &body, print, url.as_deref()) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err((msg, code)) => {
+                    eprint!("{msg}");
+                    ExitCode::from(code as u8)
+                }
+            }
+        }
         Command::Sink {
             listen,
             status,

@@ -263,3 +263,115 @@ async fn serve_takes_a_delivery_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn sign_produces_deliveries_the_gateway_accepts() {
+    let up = Upstream::start().await;
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:0
+routes:
+  - name: expel
+    path: /hooks/expel
+    verify: {{ preset: expel, secrets: ["expel-secret"] }}
+    upstream: http://{up}/expel
+  - name: appsec
+    path: /hooks/appsec
+    verify: {{ preset: standard-webhooks, secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }}
+    upstream: http://{up}/appsec
+  - name: stripe
+    path: /hooks/stripe
+    verify: {{ preset: stripe, secrets: ["whsec_stripe"] }}
+    upstream: http://{up}/stripe
+  - name: gitlab
+    path: /hooks/gitlab
+    verify: {{ preset: gitlab, secrets: ["gl-token"] }}
+    upstream: http://{up}/gitlab
+"#,
+        up = up.addr
+    );
+    let path = write_config("sign.yaml", &yaml);
+    let body_path = write_config("body.json", r#"{"event":"ping","id":42}"#);
+    let gw = Gateway::start(&yaml, None).await;
+    for route in ["expel", "appsec", "stripe", "gitlab"] {
+        let out = Command::new(BIN)
+            .args(["sign", "--config"])
+            .arg(&path)
+            .args(["--route", route, "--body"])
+            .arg(&body_path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let headers: Vec<(String, String)> = text
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once(": ").unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let r = post(
+            gw.addr,
+            &format!("/hooks/{route}"),
+            &h,
+            r#"{"event":"ping","id":42}"#,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{route}: {text}");
+    }
+    assert_eq!(up.received().len(), 4);
+
+    let curl = Command::new(BIN)
+        .args(["sign", "--config"])
+        .arg(&path)
+        .args([
+            "--route",
+            "expel",
+            "--print",
+            "curl",
+            "--url",
+            "http://127.0.0.1:8080",
+            "--body",
+        ])
+        .arg(&body_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(curl.stdout).unwrap();
+    assert!(
+        text.starts_with("curl -sS -i -X POST 'http://127.0.0.1:8080/hooks/expel'"),
+        "{text}"
+    );
+    assert!(
+        text.contains("-H 'Expel-Signature-256: sha256=")
+            || text.contains("-H 'expel-signature-256: sha256="),
+        "{text}"
+    );
+    assert!(text.contains("--data-binary '@"), "{text}");
+
+    let unknown = Command::new(BIN)
+        .args(["sign", "--config"])
+        .arg(&path)
+        .args(["--route", "nope", "--body"])
+        .arg(&body_path)
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&unknown.stderr)
+        .contains("no route named \"nope\" (routes: expel, appsec, stripe, gitlab)"));
+    let missing = Command::new(BIN)
+        .args(["sign", "--config"])
+        .arg(&path)
+        .args(["--route", "expel", "--body", "/nonexistent/body.json"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(66));
+}

@@ -29,6 +29,8 @@ pub struct TokenScheme {
     pub header: HeaderName,
     pub prefix: String,
     digests: Vec<[u8; 32]>,
+    /// The first token, kept for `hookgate sign` (a token cannot be derived from a hash).
+    first: Vec<u8>,
 }
 
 impl std::fmt::Debug for TokenScheme {
@@ -47,7 +49,13 @@ impl TokenScheme {
             header,
             prefix,
             digests: tokens.iter().map(|t| digest(t)).collect(),
+            first: tokens.first().cloned().unwrap_or_default(),
         }
+    }
+
+    /// The header value a sender would send, with the first token.
+    pub fn sign_value(&self) -> String {
+        format!("{}{}", self.prefix, String::from_utf8_lossy(&self.first))
     }
 
     pub fn verify(&self, headers: &HeaderMap) -> Result<(), VerifyError> {
@@ -73,6 +81,7 @@ impl TokenScheme {
 #[derive(Clone)]
 pub struct BasicScheme {
     digests: Vec<[u8; 32]>,
+    first: Vec<u8>,
 }
 
 impl std::fmt::Debug for BasicScheme {
@@ -87,7 +96,16 @@ impl BasicScheme {
     pub fn new(credentials: &[Vec<u8>]) -> Self {
         BasicScheme {
             digests: credentials.iter().map(|c| digest(c)).collect(),
+            first: credentials.first().cloned().unwrap_or_default(),
         }
+    }
+
+    /// The Authorization value a sender would send, with the first credentials.
+    pub fn sign_value(&self) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(&self.first)
+        )
     }
 
     pub fn verify(&self, headers: &HeaderMap) -> Result<(), VerifyError> {

@@ -1,0 +1,195 @@
+//! `hookgate sign`: the headers (or a whole curl command) of a correctly signed delivery
+//! for a route, made with the route's first secret and the current time, exactly as
+//! the route's sender would make it. For testing a deployment end to end.
+
+use crate::config::Route;
+use crate::verify::hmac::{TimeUnit, TimestampSource};
+use crate::verify::template::Part;
+use crate::verify::Scheme;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The header fields to send, in order.
+pub fn headers(route: &Route, body: &[u8], now: SystemTime) -> Vec<(String, String)> {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut out = Vec::new();
+    if serde_json::from_slice::<serde_json::Value>(body).is_ok() {
+        out.push(("Content-Type".to_string(), "application/json".to_string()));
+    }
+    match &route.verifier.scheme {
+        Scheme::None => {}
+        Scheme::Token(t) => out.push((t.header.to_string(), t.sign_value())),
+        Scheme::Basic(b) => out.push(("Authorization".to_string(), b.sign_value())),
+        Scheme::Hmac(h) => {
+            let spec = &h.spec;
+            let timestamp = match &spec.timestamp {
+                Some(ts) => match ts.unit {
+                    TimeUnit::Seconds => since.as_secs().to_string(),
+                    TimeUnit::Millis => since.as_millis().to_string(),
+                    TimeUnit::Rfc3339 => rfc3339(since.as_secs() as i64),
+                },
+                None => String::new(),
+            };
+            let id = if spec.id_header.is_some() || spec.template.uses(&Part::Id) {
+                format!("msg_{:016x}{:08x}", random_u64(), since.subsec_nanos())
+            } else {
+                String::new()
+            };
+            // For a JSON-body timestamp the body itself carries it: sign what is given.
+            let ts_for_signature = match &spec.timestamp {
+                Some(t) if matches!(t.source, TimestampSource::Json(_)) => String::new(),
+                _ => timestamp.clone(),
+            };
+            let value = h.sign_request(body, ts_for_signature.as_bytes(), id.as_bytes(), b"POST");
+            if let Some(name) = &spec.id_header {
+                out.push((name.to_string(), id.clone()));
+            }
+            if let Some(t) = &spec.timestamp {
+                if let TimestampSource::Header(name) = &t.source {
+                    out.push((name.to_string(), timestamp.clone()));
+                }
+            }
+            out.push((spec.header.to_string(), value));
+        }
+    }
+    out
+}
+
+/// Notes for the user about what `sign` cannot do for this route.
+pub fn caveats(route: &Route, body: &[u8]) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Scheme::Hmac(h) = &route.verifier.scheme {
+        if let Some(t) = &h.spec.timestamp {
+            if let TimestampSource::Json(path) = &t.source {
+                let present = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| path.iter().try_fold(v, |v, k| v.get(k).cloned()))
+                    .is_some();
+                notes.push(format!(
+                    "the timestamp is read from the body's {} field{}: it must be within the route's tolerance",
+                    path.join("."),
+                    if present { "" } else { ", which this body lacks" }
+                ));
+            }
+        }
+    }
+    notes
+}
+
+/// A curl command that sends `body_path` to the route on `base` (`http://127.0.0.1:8080`).
+pub fn curl(route: &Route, base: &str, headers: &[(String, String)], body_path: &str) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut cmd = format!(
+        "curl -sS -i -X POST {}",
+        quote(&format!("{base}{}", route.path))
+    );
+    if let Some(host) = &route.host {
+        cmd.push_str(&format!(" \\\n  -H {}", quote(&format!("Host: {host}"))));
+    }
+    for (k, v) in headers {
+        cmd.push_str(&format!(" \\\n  -H {}", quote(&format!("{k}: {v}"))));
+    }
+    cmd.push_str(&format!(
+        " \\\n  --data-binary {}",
+        quote(&format!("@{body_path}"))
+    ));
+    cmd
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::hmac::parse_rfc3339;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for secs in [0, 951_782_400, 1_700_000_000, 4_102_444_800] {
+            assert_eq!(parse_rfc3339(&rfc3339(secs)), Some(secs), "{secs}");
+        }
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn every_preset_signs_what_it_verifies() {
+        use crate::verify::presets::{Kind, PRESETS};
+        use http::{HeaderMap, HeaderName, HeaderValue};
+        let body = br#"{"event":"ping","webhookTimestamp":NOW}"#;
+        let now = SystemTime::now();
+        let ms = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string();
+        let body = String::from_utf8_lossy(body)
+            .replace("NOW", &ms)
+            .into_bytes();
+        for p in PRESETS {
+            use crate::verify::presets::Secret;
+            let secret = match p.kind {
+                Kind::Basic => "user:password",
+                Kind::Hmac(h) => match h.secret {
+                    Secret::Raw => "s3cret-value",
+                    Secret::Base64("") => "c2VjcmV0LWtleS1ieXRlcw==",
+                    Secret::Base64(_) | Secret::Base64IfPrefixed(_) => {
+                        "whsec_c2VjcmV0LWtleS1ieXRlcw=="
+                    }
+                },
+                Kind::Token { .. } => "s3cret-value",
+            };
+            let yaml = format!(
+                "routes:\n  - name: r\n    path: /r\n    upstream: http://127.0.0.1:1/\n    verify: {{ preset: {}, secrets: [\"{secret}\"], url: \"https://hooks.example.com/r\" }}\n",
+                p.id
+            );
+            let config = crate::config::load_str(&yaml, &|_| None)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.id));
+            let route = &config.routes[0];
+            let mut map = HeaderMap::new();
+            for (k, v) in headers(route, &body, now) {
+                map.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(&v).unwrap(),
+                );
+            }
+            let req = crate::verify::Request {
+                headers: &map,
+                body: &body,
+                method: &http::Method::POST,
+                now_unix: crate::verify::now_unix(),
+            };
+            assert_eq!(
+                route.verifier.verify(&req),
+                Ok(()),
+                "preset {}: {map:?}",
+                p.id
+            );
+        }
+    }
+}
