@@ -8,6 +8,7 @@ use crate::config::{Config, Route};
 use crate::forward::{self, ForwardInfo, X_REQUEST_ID};
 use crate::log::AccessLog;
 use crate::net::IpSet;
+use crate::pipeline::dedup::{DedupStore, Ticket};
 use crate::pipeline::rate::RateLimiter;
 use crate::pipeline::route::RouteTable;
 use crate::pipeline::{self, body, client_ip, Reject};
@@ -47,6 +48,7 @@ pub struct RouteState {
     pub limiter: Option<RateLimiter>,
     pub name_header: HeaderValue,
     pub pool: Arc<Pool>,
+    pub dedup: Option<Arc<DedupStore>>,
 }
 
 /// Everything the handler needs, built once from a validated config.
@@ -135,6 +137,10 @@ impl Gateway {
                 limiter: r.rate_limit.map(RateLimiter::new),
                 name_header: HeaderValue::from_str(&r.name).expect("route names are tokens"),
                 pool: pools.pool_for(&r.upstream.authority, config.pool),
+                dedup: r
+                    .dedup
+                    .as_ref()
+                    .map(|d| Arc::new(DedupStore::new(d.window, d.max_entries))),
                 route: r.clone(),
             })
             .collect();
@@ -245,6 +251,16 @@ impl Gateway {
             })
             .map_err(Reject::Verify)?;
 
+        // Replay protection: a delivery id seen and accepted is answered here; one
+        // in flight is refused for now; the ticket is settled when the forward ends.
+        let ticket = match (&state.dedup, &route.dedup) {
+            (Some(store), Some(spec)) => match spec.id_from.extract(&parts.headers, &body) {
+                Some(id) => Some(Ticket::take(store, &id, Instant::now())?),
+                None => None,
+            },
+            _ => None,
+        };
+
         let path = forward::upstream_path(&route.upstream, parts.uri.query());
         // HTTP/2 carries the host in the URI's authority, not in a Host field.
         let original_host = match parts.headers.get(header::HOST) {
@@ -268,6 +284,9 @@ impl Gateway {
         let up_resp = upstream::send(&state.pool, head, &body, route.upstream_timeout).await?;
         log.upstream_status = Some(up_resp.status());
         let status = forward::map_upstream_status(up_resp.status())?;
+        if let (Some(ticket), true) = (ticket, status.is_success()) {
+            ticket.accept(Instant::now());
+        }
         // The upstream's end-to-end fields (its hop-by-hop ones were dropped when parsed).
         let (mut up_parts, up_body) = up_resp.into_parts();
         up_parts.status = status;
@@ -296,6 +315,9 @@ pub fn reject_response(reject: Reject, reject_status: StatusCode) -> Resp {
         }
         Reject::MethodNotAllowed => {
             h.insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        Reject::DuplicateInFlight => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         _ => {}
     }
@@ -328,6 +350,8 @@ pub(crate) fn reason_body(reject: Reject) -> &'static [u8] {
         "timestamp_stale",
         "timestamp_future",
         "id_missing",
+        "duplicate",
+        "duplicate_in_flight",
         "upstream_error_status",
         "upstream_unreachable",
         "upstream_broken",

@@ -643,3 +643,124 @@ async fn h2c_prior_knowledge_is_served_too() {
         gw.addr.to_string().as_str()
     );
 }
+
+#[tokio::test]
+async fn duplicates_are_answered_once_forwarded_and_retries_after_failure_go_through() {
+    let up = Upstream::start().await;
+    let yaml = r#"
+routes:
+  - name: scorecard
+    path: /hooks/scorecard
+    verify: { none: true }
+    dedup: { window: 36h, id_from: json:execution_id }
+    upstream: http://{UPSTREAM}/scorecard
+"#;
+    let gw = Gateway::start(yaml, Some(&up)).await;
+    let a = r#"{"execution_id":"exec-1","retries":0}"#;
+    let a_retry = r#"{"execution_id":"exec-1","retries":1}"#;
+    let r = post(gw.addr, "/hooks/scorecard", &[], a).await;
+    assert_eq!(r.status, 200);
+    let r = post(gw.addr, "/hooks/scorecard", &[], a_retry).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "duplicate\n"));
+    assert_eq!(up.received().len(), 1, "the duplicate was not forwarded");
+
+    // A forward that fails is not remembered: the sender's retry goes through.
+    up.set(500, "down", Duration::ZERO);
+    let b = r#"{"execution_id":"exec-2"}"#;
+    assert_eq!(post(gw.addr, "/hooks/scorecard", &[], b).await.status, 502);
+    up.set(200, "ok", Duration::ZERO);
+    assert_eq!(post(gw.addr, "/hooks/scorecard", &[], b).await.status, 200);
+    assert_eq!(
+        post(gw.addr, "/hooks/scorecard", &[], b).await.text(),
+        "duplicate\n"
+    );
+    assert_eq!(up.received().len(), 3);
+
+    // A copy that arrives while the first is still being forwarded is refused for now.
+    up.set(200, "slow", Duration::from_millis(600));
+    let addr = gw.addr;
+    let c = r#"{"execution_id":"exec-3"}"#;
+    let first = tokio::spawn(async move { post(addr, "/hooks/scorecard", &[], c).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let r = post(gw.addr, "/hooks/scorecard", &[], c).await;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (503, "duplicate_in_flight\n")
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(first.await.unwrap().status, 200);
+    assert_eq!(
+        post(gw.addr, "/hooks/scorecard", &[], c).await.text(),
+        "duplicate\n"
+    );
+    assert_eq!(up.received().len(), 4, "exec-3 forwarded exactly once");
+
+    // No id, no dedup: the delivery is forwarded.
+    up.set(200, "ok", Duration::ZERO);
+    assert_eq!(
+        post(gw.addr, "/hooks/scorecard", &[], "{}").await.status,
+        200
+    );
+    assert_eq!(
+        post(gw.addr, "/hooks/scorecard", &[], "{}").await.status,
+        200
+    );
+    assert_eq!(up.received().len(), 6);
+}
+
+#[tokio::test]
+async fn standard_webhooks_deliveries_are_deduplicated_by_their_signed_id() {
+    let up = Upstream::start().await;
+    let yaml = r#"
+routes:
+  - name: appsec
+    path: /hooks/appsec
+    verify: { preset: standard-webhooks, secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }
+    dedup: { window: 24h }
+    upstream: http://{UPSTREAM}/appsec
+"#;
+    let gw = Gateway::start(yaml, Some(&up)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let body = br#"{"type":"assignment.created"}"#;
+    let key = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap()
+    };
+    let sign = |id: &str| {
+        use base64::Engine;
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{now}.").as_bytes());
+        mac.update(body);
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        )
+    };
+    for (id, want) in [
+        ("msg_1", "{\"ok\":true}"),
+        ("msg_1", "duplicate\n"),
+        ("msg_2", "{\"ok\":true}"),
+    ] {
+        let sig = sign(id);
+        let r = post(
+            gw.addr,
+            "/hooks/appsec",
+            &[
+                ("webhook-id", id),
+                ("webhook-timestamp", &now),
+                ("webhook-signature", &sig),
+            ],
+            body.to_vec(),
+        )
+        .await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, want), "{id}");
+    }
+    assert_eq!(up.received().len(), 2);
+}

@@ -75,6 +75,46 @@ pub struct Route {
     pub reject_status: StatusCode,
     pub upstream: Upstream,
     pub upstream_timeout: Duration,
+    pub dedup: Option<DedupSpec>,
+}
+
+/// `dedup: { window, id_from, max_entries }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupSpec {
+    pub window: Duration,
+    pub id_from: IdFrom,
+    pub max_entries: usize,
+}
+
+/// Where a delivery's id is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdFrom {
+    Header(HeaderName),
+    /// A path of object keys in the JSON body.
+    Json(Vec<String>),
+}
+
+impl IdFrom {
+    /// The id of a delivery, if it has one.
+    pub fn extract(&self, headers: &http::HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            IdFrom::Header(h) => headers
+                .get(h)
+                .map(|v| v.as_bytes().trim_ascii())
+                .filter(|v| !v.is_empty())
+                .map(<[u8]>::to_vec),
+            IdFrom::Json(path) => crate::verify::hmac::json_field(body, path)
+                .filter(|v| !v.is_empty())
+                .map(String::into_bytes),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            IdFrom::Header(h) => format!("header:{h}"),
+            IdFrom::Json(p) => format!("json:{}", p.join(".")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -499,9 +539,13 @@ fn read_route(node: Node<'_>, defaults: &Defaults, errs: &mut Errors) -> Option<
             _ => Err(format!("unknown delivery mode {s:?} (use sync)")),
         });
     }
-    m.not_yet("dedup", "replay protection (`dedup`)", errs);
+    let dedup_node = m.get("dedup");
     m.not_yet("retry", "retries of queued deliveries (`retry`)", errs);
     m.finish(errs);
+    let dedup = match (&dedup_node, &verify) {
+        (Some(n), Some((verifier, _))) => read_dedup(n.node(), verifier, errs),
+        _ => None,
+    };
 
     if errs.0.len() != before {
         return None;
@@ -519,6 +563,68 @@ fn read_route(node: Node<'_>, defaults: &Defaults, errs: &mut Errors) -> Option<
         reject_status: reject_status?,
         upstream: upstream?,
         upstream_timeout: upstream_timeout?,
+        dedup,
+    })
+}
+
+/// `dedup: { window: 24h, id_from: header:X-Id | json:path.to.id, max_entries: 100000 }`.
+/// Without `id_from`, the id is the scheme's delivery id header (`webhook-id`, …).
+fn read_dedup(node: Node<'_>, verifier: &Verifier, errs: &mut Errors) -> Option<DedupSpec> {
+    let mut m = node.map(errs)?;
+    let window = m.require("window", errs).and_then(|n| {
+        let d = n.node().parsed(errs, units::parse_duration)?;
+        if d.is_zero() {
+            n.node().err(errs, "must be more than zero");
+            return None;
+        }
+        Some(d)
+    });
+    let id_from = match m.get("id_from") {
+        Some(n) => n.node().parsed(errs, |s| {
+            if let Some(h) = s.strip_prefix("header:") {
+                header_name(h).map(IdFrom::Header)
+            } else if let Some(p) = s.strip_prefix("json:") {
+                let path: Vec<String> = p.split('.').map(str::to_string).collect();
+                if path.iter().any(String::is_empty) {
+                    Err(format!(
+                        "{s:?} is not a JSON path (json:field or json:a.b.c)"
+                    ))
+                } else {
+                    Ok(IdFrom::Json(path))
+                }
+            } else {
+                Err(format!("{s:?}: use header:NAME or json:path.to.field"))
+            }
+        }),
+        None => match &verifier.scheme {
+            Scheme::Hmac(h) if h.spec.id_header.is_some() => {
+                Some(IdFrom::Header(h.spec.id_header.clone().expect("checked")))
+            }
+            _ => {
+                errs.push(
+                    &format!("{}.id_from", m.path()),
+                    "is required: this route's scheme carries no delivery id (use header:NAME or json:path)",
+                );
+                None
+            }
+        },
+    };
+    let max_entries = match m.get("max_entries") {
+        Some(n) => n.node().u64(errs).and_then(|v| {
+            if v == 0 {
+                n.node().err(errs, "must be at least 1");
+                None
+            } else {
+                Some(v as usize)
+            }
+        }),
+        None => Some(crate::pipeline::dedup::DEFAULT_MAX_ENTRIES),
+    };
+    m.finish(errs);
+    Some(DedupSpec {
+        window: window?,
+        id_from: id_from?,
+        max_entries: max_entries?,
     })
 }
 

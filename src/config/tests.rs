@@ -46,23 +46,27 @@ fn the_contract_file_has_only_not_yet_supported_errors() {
     for want in [
         "tls",
         "store",
-        "routes[1].dedup",
         "routes[1].delivery",
         "routes[1].retry",
-        "routes[3].dedup",
         "routes[6].verify.preset",
         "routes[6].verify.public_key",
         "routes[7].verify.verify_token",
     ] {
         assert!(paths.contains(&want), "no error at {want}: {errs:#?}");
     }
-    assert_eq!(paths.len(), 9, "{errs:#?}");
+    assert_eq!(paths.len(), 7, "{errs:#?}");
     assert!(
         errs.iter().all(|e| e.contains("not supported yet")),
         "{errs:#?}"
     );
     // The routes this version supports are accepted as written.
-    for fine in ["routes[0]", "routes[2]", "routes[4]", "routes[5]"] {
+    for fine in [
+        "routes[0]",
+        "routes[2]",
+        "routes[3]",
+        "routes[4]",
+        "routes[5]",
+    ] {
         assert!(
             !paths.iter().any(|p| p.starts_with(fine)),
             "{fine}: {errs:#?}"
@@ -79,7 +83,6 @@ fn the_supported_part_of_the_contract_loads_with_its_meaning() {
     m.remove("store");
     let routes = m.get_mut("routes").unwrap().as_sequence_mut().unwrap();
     routes.retain(|r| matches!(r["name"].as_str(), Some("expel" | "pentest" | "scorecard")));
-    routes[2].as_mapping_mut().unwrap().remove("dedup");
     let c = validate(&v, &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
     assert_eq!(c.admin_listen, Some("127.0.0.1:9901".parse().unwrap()));
@@ -122,6 +125,9 @@ fn the_supported_part_of_the_contract_loads_with_its_meaning() {
     }
     assert_eq!(pentest.verifier.name, "hmac-sha256");
     assert!(matches!(c.routes[2].verifier.scheme, Scheme::None));
+    let dedup = c.routes[2].dedup.as_ref().unwrap();
+    assert_eq!(dedup.window, Duration::from_secs(36 * 3600));
+    assert_eq!(dedup.id_from, IdFrom::Json(vec!["execution_id".into()]));
 }
 
 #[test]
@@ -562,4 +568,50 @@ routes:
             "token (token in x-token)"
         ]
     );
+}
+
+#[test]
+fn dedup_settings() {
+    let c = ok(r#"
+routes:
+  - name: sw
+    path: /sw
+    upstream: http://127.0.0.1:1/
+    verify: { preset: standard-webhooks, secrets: ["whsec_aGVsbG8="] }
+    dedup: { window: 24h }
+  - name: gh
+    path: /gh
+    upstream: http://127.0.0.1:1/
+    verify: { preset: github, secrets: [x] }
+    dedup: { window: 1h, id_from: "header:X-Custom-Id", max_entries: 10 }
+"#);
+    let sw = c.routes[0].dedup.as_ref().unwrap();
+    assert_eq!(sw.id_from.describe(), "header:webhook-id");
+    assert_eq!(sw.max_entries, crate::pipeline::dedup::DEFAULT_MAX_ENTRIES);
+    let gh = c.routes[1].dedup.as_ref().unwrap();
+    assert_eq!(
+        (gh.id_from.describe(), gh.max_entries),
+        ("header:x-custom-id".to_string(), 10)
+    );
+    let errs = errors(
+        r#"
+routes:
+  - { name: a, path: /a, upstream: "http://127.0.0.1:1/", verify: { none: true }, dedup: { window: 1h } }
+  - { name: b, path: /b, upstream: "http://127.0.0.1:1/", verify: { none: true }, dedup: { id_from: "body:x" } }
+  - { name: c, path: /c, upstream: "http://127.0.0.1:1/", verify: { none: true }, dedup: { window: 0s, id_from: "json:a..b", max_entries: 0 } }
+"#,
+    );
+    for want in [
+        "routes[0].dedup.id_from: is required",
+        "routes[1].dedup.window: is required",
+        "routes[1].dedup.id_from: \"body:x\": use header:NAME or json:path.to.field",
+        "routes[2].dedup.window: must be more than zero",
+        "routes[2].dedup.id_from: \"json:a..b\" is not a JSON path",
+        "routes[2].dedup.max_entries: must be at least 1",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {errs:#?}"
+        );
+    }
 }

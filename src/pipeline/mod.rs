@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod client_ip;
+pub mod dedup;
 pub mod rate;
 pub mod route;
 
@@ -29,6 +30,10 @@ pub enum Reject {
     /// The client did not send its whole body within the body deadline.
     BodyTimeout,
     Verify(VerifyError),
+    /// A delivery id already accepted within the dedup window: 200, nothing forwarded.
+    Duplicate,
+    /// A copy of a delivery whose first copy is being forwarded right now.
+    DuplicateInFlight,
     /// The upstream answered 5xx (or a status a webhook sender cannot act on).
     UpstreamStatus,
     /// The upstream could not be reached (refused, DNS, connect timeout).
@@ -52,6 +57,8 @@ impl Reject {
             Reject::BodyRead => StatusCode::BAD_REQUEST,
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::Verify(_) => reject_status,
+            Reject::Duplicate => StatusCode::OK,
+            Reject::DuplicateInFlight => StatusCode::SERVICE_UNAVAILABLE,
             Reject::UpstreamStatus => StatusCode::BAD_GATEWAY,
             Reject::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamBroken => StatusCode::BAD_GATEWAY,
@@ -70,6 +77,8 @@ impl Reject {
             Reject::BodyRead => "body_read_error",
             Reject::BodyTimeout => "body_timeout",
             Reject::Verify(e) => e.code(),
+            Reject::Duplicate => "duplicate",
+            Reject::DuplicateInFlight => "duplicate_in_flight",
             Reject::UpstreamStatus => "upstream_error_status",
             Reject::UpstreamUnreachable => "upstream_unreachable",
             Reject::UpstreamBroken => "upstream_broken",
@@ -87,7 +96,9 @@ impl Reject {
             | Reject::BodyTooLarge
             | Reject::BodyRead
             | Reject::BodyTimeout
-            | Reject::Verify(_) => "rejected",
+            | Reject::Verify(_)
+            | Reject::DuplicateInFlight => "rejected",
+            Reject::Duplicate => "duplicate",
             Reject::UpstreamStatus
             | Reject::UpstreamUnreachable
             | Reject::UpstreamBroken
@@ -145,6 +156,8 @@ mod tests {
                 406,
                 "timestamp_stale",
             ),
+            (Reject::Duplicate, 200, "duplicate"),
+            (Reject::DuplicateInFlight, 503, "duplicate_in_flight"),
             (Reject::UpstreamStatus, 502, "upstream_error_status"),
             (Reject::UpstreamUnreachable, 502, "upstream_unreachable"),
             (Reject::UpstreamBroken, 502, "upstream_broken"),

@@ -313,6 +313,17 @@ pub struct HmacSpec {
     pub secret_encoding: SecretEncoding,
     /// The public URL the sender signs, for `{url}` (it cannot be seen behind a proxy).
     pub url: Option<String>,
+    /// Other names for the signature, timestamp and id headers, used when the signature
+    /// header is absent (Svix also sends its scheme under the `webhook-*` names).
+    pub fallback: Option<HeaderNames>,
+}
+
+/// The signature, timestamp and delivery id header names of a scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNames {
+    pub signature: HeaderName,
+    pub timestamp: HeaderName,
+    pub id: HeaderName,
 }
 
 impl HmacSpec {
@@ -337,6 +348,7 @@ impl HmacSpec {
             future_tolerance: Duration::from_secs(300),
             secret_encoding: SecretEncoding::Raw,
             url: None,
+            fallback: None,
         }
     }
 }
@@ -547,7 +559,7 @@ fn check_window(
 
 /// A JSON body field as the text a signer would have used: strings without quotes,
 /// numbers as written.
-fn json_field(body: &[u8], path: &[String]) -> Option<String> {
+pub(crate) fn json_field(body: &[u8], path: &[String]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let mut v = &value;
     for key in path {
@@ -654,7 +666,12 @@ impl HmacScheme {
             }) => Some(k.as_bytes()),
             _ => None,
         };
-        for value in req.headers.get_all(&spec.header) {
+        // The scheme's header names, or their fallback names when only those are present.
+        let fallback = spec.fallback.as_ref().filter(|f| {
+            !req.headers.contains_key(&spec.header) && req.headers.contains_key(&f.signature)
+        });
+        let signature_header = fallback.map(|f| &f.signature).unwrap_or(&spec.header);
+        for value in req.headers.get_all(signature_header) {
             present = true;
             match &spec.format {
                 Format::Bare => {
@@ -700,7 +717,7 @@ impl HmacScheme {
                 let raw: &[u8] = match &ts.source {
                     TimestampSource::Header(name) => req
                         .headers
-                        .get(name)
+                        .get(fallback.map(|f| &f.timestamp).unwrap_or(name))
                         .ok_or(VerifyError::TimestampMissing)?
                         .as_bytes()
                         .trim_ascii(),
@@ -721,7 +738,7 @@ impl HmacScheme {
         let id = match &spec.id_header {
             Some(name) if spec.template.uses(&Part::Id) => req
                 .headers
-                .get(name)
+                .get(fallback.map(|f| &f.id).unwrap_or(name))
                 .ok_or(VerifyError::IdMissing)?
                 .as_bytes(),
             _ => b"",

@@ -54,6 +54,8 @@ pub struct HmacPreset {
     pub id_header: Option<&'static str>,
     pub tolerance_secs: u64,
     pub secret: Secret,
+    /// Also accept the Standard Webhooks `webhook-*` header names (Svix and its users).
+    pub webhook_fallback: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +118,7 @@ const fn hmac(
             id_header: None,
             tolerance_secs: 300,
             secret: Secret::Raw,
+            webhook_fallback: false,
         }),
     }
 }
@@ -167,16 +170,28 @@ impl Preset {
     }
 }
 
-/// A Standard Webhooks sender: `{prefix}-id`, `-timestamp`, `-signature`.
+/// A Standard Webhooks sender: `{prefix}-id`, `-timestamp`, `-signature`. Svix's
+/// libraries also accept the scheme under the `webhook-*` names, so `svix-*` presets do.
 const fn standard(id: &'static str, prefix: &'static str, secret: Secret) -> Preset {
-    let (sig, ts, msg) = match prefix.as_bytes()[0] {
-        b's' => ("svix-signature", "svix-timestamp", "svix-id"),
-        _ => ("webhook-signature", "webhook-timestamp", "webhook-id"),
+    let svix = matches!(prefix.as_bytes()[0], b's');
+    let (sig, ts, msg) = match svix {
+        true => ("svix-signature", "svix-timestamp", "svix-id"),
+        false => ("webhook-signature", "webhook-timestamp", "webhook-id"),
     };
-    hmac(id, Sha256, sig, SW_LIST, Base64, "{id}.{timestamp}.{body}")
+    let p = hmac(id, Sha256, sig, SW_LIST, Base64, "{id}.{timestamp}.{body}")
         .ts(Ts::Header(ts, Seconds), 300)
         .id_header(msg)
-        .secret(secret)
+        .secret(secret);
+    match p.kind {
+        Kind::Hmac(mut h) => {
+            h.webhook_fallback = svix;
+            Preset {
+                id: p.id,
+                kind: Kind::Hmac(h),
+            }
+        }
+        _ => p,
+    }
 }
 
 /// The shipped presets, one sender a row (see ../shared/senders.md for each scheme).
@@ -211,7 +226,7 @@ pub const PRESETS: &[Preset] = &[
     hmac("typeform", Sha256, "Typeform-Signature", bare("sha256="), Base64, "{body}"),
     hmac("calendly", Sha256, "Calendly-Webhook-Signature", T_V1, Hex, "{timestamp}.{body}").ts(Ts::Key("t", Seconds), 180),
     hmac("zendesk",  Sha256, "X-Zendesk-Webhook-Signature", NONE, Base64, "{timestamp}{body}").ts(Ts::Header("X-Zendesk-Webhook-Signature-Timestamp", Rfc3339), 300),
-    Preset { id: "datadog", kind: Kind::Basic },
+    token("datadog", "Authorization", "Bearer "),
     hmac("toggl",    Sha256, "X-Webhook-Signature-256", bare("sha256="), Hex, "{body}"),
     hmac("coinify",  Sha256, "X-Coinify-Webhook-Signature", NONE, Hex, "{body}"),
     hmac("sentry",   Sha256, "Sentry-Hook-Signature", NONE, Hex, "{body}"),
@@ -314,6 +329,14 @@ impl HmacPreset {
             future_tolerance: tolerance,
             secret_encoding: self.secret.encoding(),
             url: None,
+            fallback: match self.webhook_fallback {
+                true => Some(super::hmac::HeaderNames {
+                    signature: http::HeaderName::from_static("webhook-signature"),
+                    timestamp: http::HeaderName::from_static("webhook-timestamp"),
+                    id: http::HeaderName::from_static("webhook-id"),
+                }),
+                false => None,
+            },
         })
     }
 }
