@@ -564,7 +564,7 @@ routes:
         [
             "gitlab (token in x-gitlab-token)",
             "okta (token in x-okta-auth)",
-            "datadog (basic auth)",
+            "datadog (token in authorization)",
             "token (token in x-token)"
         ]
     );
