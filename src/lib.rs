@@ -10,6 +10,7 @@
 //!   rate limit, size) and the one [`pipeline::Reject`] type.
 //! - [`verify`]: signature schemes (the generic HMAC verifier, its compiled template) and
 //!   the preset table.
+//! - [`handshake`]: the endpoint-ownership challenges senders make, answered here.
 //! - [`forward`]: header rewriting, upstream path and status mapping (pure functions).
 //! - [`upstream`]: the HTTP/1.1 upstream client and its keep-alive pools.
 //! - [`server`]: the listener, the outer and inner request handler, graceful drain.
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod forward;
+pub mod handshake;
 pub mod log;
 pub mod net;
 pub mod pipeline;

@@ -60,6 +60,11 @@ impl AccessLog {
         }
     }
 
+    pub fn handshake(&mut self, kind: &'static str) {
+        self.outcome = "handshake";
+        self.reason = kind;
+    }
+
     pub fn reject(&mut self, reject: Reject) {
         self.outcome = reject.outcome();
         self.reason = reject.reason();

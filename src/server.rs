@@ -6,6 +6,7 @@
 
 use crate::config::{Config, Route};
 use crate::forward::{self, ForwardInfo, X_REQUEST_ID};
+use crate::handshake;
 use crate::log::AccessLog;
 use crate::net::IpSet;
 use crate::pipeline::dedup::{DedupStore, Ticket};
@@ -49,6 +50,8 @@ pub struct RouteState {
     pub name_header: HeaderValue,
     pub pool: Arc<Pool>,
     pub dedup: Option<Arc<DedupStore>>,
+    /// A verifier built from a secret learned in a handshake (Asana), if any.
+    pub learned: std::sync::RwLock<Option<Arc<crate::verify::Verifier>>>,
 }
 
 /// Everything the handler needs, built once from a validated config.
@@ -141,6 +144,7 @@ impl Gateway {
                     .dedup
                     .as_ref()
                     .map(|d| Arc::new(DedupStore::new(d.window, d.max_entries))),
+                learned: std::sync::RwLock::new(None),
                 route: r.clone(),
             })
             .collect();
@@ -214,7 +218,9 @@ impl Gateway {
         let state = &self.routes[idx];
         let route = &state.route;
 
-        pipeline::check_method(req.method())?;
+        if !handshake::allows_method(route.handshakes, req.method()) {
+            return Err(Reject::MethodNotAllowed);
+        }
         let peer_trusted = !self.trusted.is_empty() && self.trusted.contains(peer.ip());
         let client = client_ip::client_ip(
             peer.ip(),
@@ -241,15 +247,55 @@ impl Gateway {
         };
         log.bytes = body.len();
 
-        route
-            .verifier
-            .verify(&crate::verify::Request {
+        let learned = state.learned.read().ok().and_then(|l| l.clone());
+        let verifier = learned.as_deref().unwrap_or(&route.verifier);
+        let vreq = crate::verify::Request {
+            headers: &parts.headers,
+            body: &body,
+            method: &parts.method,
+            now_unix: crate::verify::now_unix(),
+        };
+        if !route.handshakes.is_empty() {
+            let incoming = handshake::Incoming {
+                method: &parts.method,
+                query: parts.uri.query(),
                 headers: &parts.headers,
                 body: &body,
-                method: &parts.method,
-                now_unix: crate::verify::now_unix(),
-            })
-            .map_err(Reject::Verify)?;
+                verify_token: route.verify_token.as_deref(),
+            };
+            // Unsigned probes, answered before verification.
+            if let Some(probe) = handshake::before_verify(route.handshakes, &incoming) {
+                let answer = match probe {
+                    handshake::Probe::Answer(a) => a,
+                    handshake::Probe::AfterCredentials(a) => {
+                        verifier.verify(&vreq).map_err(Reject::Verify)?;
+                        a
+                    }
+                    handshake::Probe::LearnSecret(secret, a) => {
+                        self.learn_secret(state, &secret)?;
+                        a
+                    }
+                    handshake::Probe::Refused(_) => return Err(Reject::HandshakeRefused),
+                };
+                log.handshake(answer.kind.name());
+                return Ok(handshake_response(answer));
+            }
+            if parts.method != http::Method::POST {
+                return Err(Reject::MethodNotAllowed);
+            }
+            verifier.verify(&vreq).map_err(Reject::Verify)?;
+            // Signed handshakes, answered once the signature has verified.
+            let zoom_mac = |data: &[u8]| match &verifier.scheme {
+                crate::verify::Scheme::Hmac(h) => h.mac_hex(data),
+                _ => String::new(),
+            };
+            if let Some(answer) = handshake::after_verify(route.handshakes, &incoming, &zoom_mac) {
+                log.handshake(answer.kind.name());
+                return Ok(handshake_response(answer));
+            }
+        } else {
+            verifier.verify(&vreq).map_err(Reject::Verify)?;
+        }
 
         // Replay protection: a delivery id seen and accepted is answered here; one
         // in flight is refused for now; the ticket is settled when the forward ends.
@@ -297,6 +343,77 @@ impl Gateway {
         };
         Ok(Response::from_parts(up_parts, Full::new(up_body)))
     }
+}
+
+/// A handshake's answer as a response.
+fn handshake_response(answer: handshake::Answer) -> Resp {
+    let mut resp = Response::new(Full::new(answer.body));
+    *resp.status_mut() = answer.status;
+    for (k, v) in answer.headers {
+        resp.headers_mut().append(k, v);
+    }
+    resp
+}
+
+impl Gateway {
+    /// Asana hands over its signing secret in a handshake: trust it on first use (the
+    /// route's allowlist and rate limit have passed), keep it in `hook_secret_file` if
+    /// configured, and refuse a different one later. The same secret again is fine.
+    fn learn_secret(&self, state: &RouteState, secret: &[u8]) -> Result<(), Reject> {
+        let route = &state.route;
+        let known = |v: &crate::verify::Verifier| match &v.scheme {
+            crate::verify::Scheme::Hmac(h) => h.secret_count() > 0,
+            _ => true,
+        };
+        let mut learned = state
+            .learned
+            .write()
+            .map_err(|_| Reject::HandshakeRefused)?;
+        let current = learned.as_deref().unwrap_or(&route.verifier);
+        if known(current) {
+            // Accept a repeat of the secret we hold; refuse any other.
+            let same = match &current.scheme {
+                crate::verify::Scheme::Hmac(h) => h.holds_key(secret),
+                _ => false,
+            };
+            return if same {
+                Ok(())
+            } else {
+                Err(Reject::HandshakeRefused)
+            };
+        }
+        let crate::verify::Scheme::Hmac(h) = &route.verifier.scheme else {
+            return Err(Reject::HandshakeRefused);
+        };
+        if let Some(file) = &route.hook_secret_file {
+            if let Err(e) = write_secret_file(file, secret) {
+                tracing::error!(route = %route.name, file = %file, error = %e, "cannot keep the handshake secret; refusing the handshake");
+                return Err(Reject::HandshakeRefused);
+            }
+        }
+        let scheme = crate::verify::hmac::HmacScheme::new(h.spec.clone(), &[secret.to_vec()]);
+        *learned = Some(Arc::new(crate::verify::Verifier::new(
+            crate::verify::Scheme::Hmac(Box::new(scheme)),
+            route.verifier.name.clone(),
+        )));
+        tracing::warn!(route = %route.name, kept_in = route.hook_secret_file.as_deref().unwrap_or("memory only"), "handshake secret received and now used to verify this route");
+        Ok(())
+    }
+}
+
+/// Writes a secret file readable by its owner only.
+fn write_secret_file(path: &str, secret: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(secret)?;
+    f.sync_all()
 }
 
 /// The answer to a failed request: the status, a short reason, and the headers the
@@ -352,6 +469,7 @@ pub(crate) fn reason_body(reject: Reject) -> &'static [u8] {
         "id_missing",
         "duplicate",
         "duplicate_in_flight",
+        "handshake_refused",
         "upstream_error_status",
         "upstream_unreachable",
         "upstream_broken",

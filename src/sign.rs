@@ -16,7 +16,8 @@ pub fn headers(route: &Route, body: &[u8], now: SystemTime) -> Vec<(String, Stri
         out.push(("Content-Type".to_string(), "application/json".to_string()));
     }
     match &route.verifier.scheme {
-        Scheme::None => {}
+        // The clientState travels in the body, which `sign` sends as it is.
+        Scheme::None | Scheme::ClientState(_) => {}
         Scheme::Token(t) => out.push((t.header.to_string(), t.sign_value())),
         Scheme::Basic(b) => out.push(("Authorization".to_string(), b.sign_value())),
         Scheme::Hmac(h) => {
@@ -57,6 +58,12 @@ pub fn headers(route: &Route, body: &[u8], now: SystemTime) -> Vec<(String, Stri
 /// Notes for the user about what `sign` cannot do for this route.
 pub fn caveats(route: &Route, body: &[u8]) -> Vec<String> {
     let mut notes = Vec::new();
+    if let Scheme::ClientState(_) = &route.verifier.scheme {
+        notes.push(
+            "each notification's clientState in the body must be one of the route's secrets"
+                .to_string(),
+        );
+    }
     if let Scheme::Hmac(h) = &route.verifier.scheme {
         if let Some(t) = &h.spec.timestamp {
             if let TimestampSource::Json(path) = &t.source {
@@ -154,23 +161,39 @@ mod tests {
         for p in PRESETS {
             use crate::verify::presets::Secret;
             let secret = match p.kind {
-                Kind::Basic => "user:password",
-                Kind::Hmac(h) => match h.secret {
+                Kind::Basic => Some("user:password"),
+                Kind::Hmac(h) => Some(match h.secret {
                     Secret::Raw => "s3cret-value",
                     Secret::Base64("") => "c2VjcmV0LWtleS1ieXRlcw==",
                     Secret::Base64(_) | Secret::Base64IfPrefixed(_) => {
                         "whsec_c2VjcmV0LWtleS1ieXRlcw=="
                     }
-                },
-                Kind::Token { .. } => "s3cret-value",
+                }),
+                Kind::Token { .. } | Kind::ClientState => Some("s3cret-value"),
+                Kind::Unsigned => None,
             };
-            let yaml = format!(
-                "routes:\n  - name: r\n    path: /r\n    upstream: http://127.0.0.1:1/\n    verify: {{ preset: {}, secrets: [\"{secret}\"], url: \"https://hooks.example.com/r\" }}\n",
+            let mut verify = format!(
+                "preset: {}, url: \"https://hooks.example.com/r\", verify_token: t",
                 p.id
+            );
+            if let Some(secret) = secret {
+                verify.push_str(&format!(", secrets: [\"{secret}\"]"));
+            }
+            if p.id != "meta" {
+                verify = verify.replace(", verify_token: t", "");
+            }
+            let yaml = format!(
+                "routes:\n  - name: r\n    path: /r\n    upstream: http://127.0.0.1:1/\n    verify: {{ {verify} }}\n"
             );
             let config = crate::config::load_str(&yaml, &|_| None)
                 .unwrap_or_else(|e| panic!("{}: {e}", p.id));
             let route = &config.routes[0];
+            let graph = br#"{"value":[{"clientState":"s3cret-value"}]}"#.to_vec();
+            let body = if matches!(p.kind, Kind::ClientState) {
+                graph
+            } else {
+                body.clone()
+            };
             let mut map = HeaderMap::new();
             for (k, v) in headers(route, &body, now) {
                 map.append(

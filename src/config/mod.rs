@@ -76,6 +76,12 @@ pub struct Route {
     pub upstream: Upstream,
     pub upstream_timeout: Duration,
     pub dedup: Option<DedupSpec>,
+    /// The handshakes the route answers itself (from its preset).
+    pub handshakes: &'static [crate::handshake::Kind],
+    /// Meta's `hub.verify_token` (a secret: never shown).
+    pub verify_token: Option<String>,
+    /// Where a secret learned in a handshake (Asana's X-Hook-Secret) is kept.
+    pub hook_secret_file: Option<String>,
 }
 
 /// `dedup: { window, id_from, max_entries }`.
@@ -543,20 +549,23 @@ fn read_route(node: Node<'_>, defaults: &Defaults, errs: &mut Errors) -> Option<
     m.not_yet("retry", "retries of queued deliveries (`retry`)", errs);
     m.finish(errs);
     let dedup = match (&dedup_node, &verify) {
-        (Some(n), Some((verifier, _))) => read_dedup(n.node(), verifier, errs),
+        (Some(n), Some(section)) => read_dedup(n.node(), &section.verifier, errs),
         _ => None,
     };
 
     if errs.0.len() != before {
         return None;
     }
-    let (verifier, secret_sources) = verify?;
+    let section = verify?;
     Some(Route {
         name: name?,
         path: path?,
         host,
-        verifier,
-        secret_sources,
+        verifier: section.verifier,
+        secret_sources: section.sources,
+        handshakes: section.handshakes,
+        verify_token: section.verify_token,
+        hook_secret_file: section.hook_secret_file,
         allow_ips,
         rate_limit,
         max_body: max_body?,
@@ -701,8 +710,17 @@ fn header_name(s: &str) -> Result<HeaderName, String> {
         .map_err(|_| format!("{s:?} is not a valid header name"))
 }
 
+/// What a route's `verify` section amounts to.
+struct VerifySection {
+    verifier: Verifier,
+    sources: Vec<String>,
+    handshakes: &'static [crate::handshake::Kind],
+    verify_token: Option<String>,
+    hook_secret_file: Option<String>,
+}
+
 /// Reads a route's `verify` section into a verifier and the list of secret sources.
-fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<String>)> {
+fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<VerifySection> {
     let before = errs.0.len();
     let mut m = node.map(errs)?;
     let path = m.path().to_string();
@@ -750,8 +768,11 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<Strin
             }
         })
     });
+    let verify_token = m.get("verify_token").and_then(|n| n.node().non_empty(errs));
+    let hook_secret_file = m
+        .get("hook_secret_file")
+        .and_then(|n| n.node().non_empty(errs));
     m.not_yet("public_key", "verify.public_key (public-key schemes)", errs);
-    m.not_yet("verify_token", "verify.verify_token (handshakes)", errs);
     m.finish(errs);
 
     // Which scheme: one of preset, none, hmac, token, basic (hmac may refine a preset).
@@ -775,6 +796,22 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<Strin
             }
         },
     };
+    let handshakes = preset
+        .map(|p| crate::handshake::for_preset(p.id))
+        .unwrap_or(&[]);
+    let learns_secret = handshakes.contains(&crate::handshake::Kind::AsanaHookSecret);
+    if verify_token.is_some() && !handshakes.contains(&crate::handshake::Kind::MetaHubChallenge) {
+        errs.push(
+            &format!("{path}.verify_token"),
+            "only the meta preset's subscription handshake uses it",
+        );
+    }
+    if hook_secret_file.is_some() && !learns_secret {
+        errs.push(
+            &format!("{path}.hook_secret_file"),
+            "only a sender that hands over its secret in a handshake (asana) uses it",
+        );
+    }
     let chosen = [
         preset.is_some() || hmac_node.is_some(),
         none,
@@ -793,7 +830,9 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<Strin
             return None;
         }
     }
-    if none {
+    // Handshake-only senders (Azure Event Grid, Microsoft Graph) sign nothing.
+    let unsigned_preset = matches!(preset.map(|p| p.kind), Some(presets::Kind::Unsigned));
+    if none || unsigned_preset {
         for (n, key) in [(&secrets_node, "secrets"), (&files_node, "secret_files")] {
             if let Some(n) = n {
                 n.node().err(errs, format!("a route with `none` verifies nothing, so `{key}` would be ignored; remove it"));
@@ -808,7 +847,20 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<Strin
         if errs.0.len() != before {
             return None;
         }
-        return Some((Verifier::new(Scheme::None, "none".into()), Vec::new()));
+        return Some(VerifySection {
+            verifier: Verifier::new(
+                Scheme::None,
+                preset
+                    .filter(|_| unsigned_preset)
+                    .map(|p| p.id)
+                    .unwrap_or("none")
+                    .into(),
+            ),
+            sources: Vec::new(),
+            handshakes,
+            verify_token,
+            hook_secret_file,
+        });
     }
     if !chosen.iter().any(|c| *c) {
         errs.push(
@@ -820,12 +872,29 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<Strin
         );
         return None;
     }
-    let secrets = read_secrets(
+    let mut secrets = read_secrets(
         secrets_node.as_ref().map(|n| n.node()),
         files_node.as_ref().map(|n| n.node()),
         &path,
+        learns_secret,
         errs,
     );
+    // A secret learned in an earlier handshake, kept in hook_secret_file.
+    if let Some(file) = &hook_secret_file {
+        match std::fs::read(file) {
+            Ok(bytes) if !bytes.trim_ascii().is_empty() => secrets.push(SecretItem {
+                bytes: bytes.trim_ascii().to_vec(),
+                source: format!("learned:{file}"),
+                path: format!("{path}.hook_secret_file"),
+            }),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => errs.push(
+                &format!("{path}.hook_secret_file"),
+                format!("cannot read {file}: {e}"),
+            ),
+        }
+    }
     let sources: Vec<String> = secrets.iter().map(|s| s.source.clone()).collect();
     let raw: Vec<Vec<u8>> = secrets.iter().map(|s| s.bytes.clone()).collect();
 
@@ -838,6 +907,25 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<Strin
         _ => None,
     };
     let is_basic = basic || matches!(preset.map(|p| p.kind), Some(presets::Kind::Basic));
+    if matches!(preset.map(|p| p.kind), Some(presets::Kind::ClientState)) {
+        if let Some(h) = &hmac_node {
+            h.node()
+                .err(errs, "`hmac` fields do not apply to this scheme");
+        }
+        if errs.0.len() != before {
+            return None;
+        }
+        return Some(VerifySection {
+            verifier: Verifier::new(
+                Scheme::ClientState(token::ClientStateScheme::new(&raw)),
+                preset.map(|p| p.id).unwrap_or("ms-graph").into(),
+            ),
+            sources,
+            handshakes,
+            verify_token,
+            hook_secret_file,
+        });
+    }
     if token_spec.is_some() || token_node.is_some() || is_basic {
         for (n, key) in [
             (&tolerance_node, "tolerance"),
@@ -877,7 +965,13 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<Strin
             Some((header, prefix)) => Scheme::Token(token::TokenScheme::new(header, prefix, &raw)),
             None => Scheme::Basic(token::BasicScheme::new(&raw)),
         };
-        return Some((Verifier::new(scheme, name), sources));
+        return Some(VerifySection {
+            verifier: Verifier::new(scheme, name),
+            sources,
+            handshakes,
+            verify_token,
+            hook_secret_file,
+        });
     }
 
     let hmac_preset = match preset.map(|p| p.kind) {
@@ -917,10 +1011,13 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<(Verifier, Vec<Strin
         (Some(p), true) => format!("{}+custom", p.id),
         (None, _) => format!("hmac-{}", spec.algorithm.name()),
     };
-    Some((
-        Verifier::new(Scheme::Hmac(Box::new(HmacScheme::new(spec, &keys))), name),
+    Some(VerifySection {
+        verifier: Verifier::new(Scheme::Hmac(Box::new(HmacScheme::new(spec, &keys))), name),
         sources,
-    ))
+        handshakes,
+        verify_token,
+        hook_secret_file,
+    })
 }
 
 /// `token: { header: X-Gitlab-Token, prefix: "Bearer " }`.
@@ -1216,6 +1313,7 @@ fn read_secrets(
     inline: Option<Node<'_>>,
     files: Option<Node<'_>>,
     verify_path: &str,
+    may_be_empty: bool,
     errs: &mut Errors,
 ) -> Vec<SecretItem> {
     let mut secrets = Vec::new();
@@ -1269,7 +1367,10 @@ fn read_secrets(
             }
         }
     }
-    if secrets.is_empty() && !errs.0.iter().any(|e| e.path.starts_with(verify_path)) {
+    if secrets.is_empty()
+        && !may_be_empty
+        && !errs.0.iter().any(|e| e.path.starts_with(verify_path))
+    {
         errs.push(
             verify_path,
             "needs at least one secret in `secrets` or `secret_files`",

@@ -34,6 +34,9 @@ pub enum Reject {
     Duplicate,
     /// A copy of a delivery whose first copy is being forwarded right now.
     DuplicateInFlight,
+    /// A handshake the route recognises but refuses (a wrong Meta verify token, a second
+    /// Asana secret).
+    HandshakeRefused,
     /// The upstream answered 5xx (or a status a webhook sender cannot act on).
     UpstreamStatus,
     /// The upstream could not be reached (refused, DNS, connect timeout).
@@ -59,6 +62,7 @@ impl Reject {
             Reject::Verify(_) => reject_status,
             Reject::Duplicate => StatusCode::OK,
             Reject::DuplicateInFlight => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::HandshakeRefused => StatusCode::FORBIDDEN,
             Reject::UpstreamStatus => StatusCode::BAD_GATEWAY,
             Reject::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamBroken => StatusCode::BAD_GATEWAY,
@@ -79,6 +83,7 @@ impl Reject {
             Reject::Verify(e) => e.code(),
             Reject::Duplicate => "duplicate",
             Reject::DuplicateInFlight => "duplicate_in_flight",
+            Reject::HandshakeRefused => "handshake_refused",
             Reject::UpstreamStatus => "upstream_error_status",
             Reject::UpstreamUnreachable => "upstream_unreachable",
             Reject::UpstreamBroken => "upstream_broken",
@@ -97,7 +102,8 @@ impl Reject {
             | Reject::BodyRead
             | Reject::BodyTimeout
             | Reject::Verify(_)
-            | Reject::DuplicateInFlight => "rejected",
+            | Reject::DuplicateInFlight
+            | Reject::HandshakeRefused => "rejected",
             Reject::Duplicate => "duplicate",
             Reject::UpstreamStatus
             | Reject::UpstreamUnreachable
@@ -158,6 +164,7 @@ mod tests {
             ),
             (Reject::Duplicate, 200, "duplicate"),
             (Reject::DuplicateInFlight, 503, "duplicate_in_flight"),
+            (Reject::HandshakeRefused, 403, "handshake_refused"),
             (Reject::UpstreamStatus, 502, "upstream_error_status"),
             (Reject::UpstreamUnreachable, 502, "upstream_unreachable"),
             (Reject::UpstreamBroken, 502, "upstream_broken"),

@@ -611,6 +611,37 @@ impl HmacScheme {
         }
     }
 
+    /// Whether `secret` is one of this scheme's keys (compared by what it signs).
+    pub fn holds_key(&self, secret: &[u8]) -> bool {
+        let probe = HmacScheme::new(self.spec.clone(), &[secret.to_vec()]);
+        let sample = probe.mac_hex(b"hookgate key check");
+        self.keys.iter().any(|k| {
+            let one = HmacScheme {
+                spec: self.spec.clone(),
+                keys: vec![k.clone()],
+            };
+            one.mac_hex(b"hookgate key check") == sample
+        })
+    }
+
+    /// The hex HMAC of `data` with the first secret (Zoom's `encryptedToken`).
+    pub fn mac_hex(&self, data: &[u8]) -> String {
+        let Some(key) = self.keys.first() else {
+            return String::new();
+        };
+        let template = Template::compile("{body}").expect("valid");
+        let inputs = Inputs {
+            body: data,
+            timestamp: b"",
+            id: b"",
+            method: b"",
+            url: b"",
+        };
+        let mut out = [0u8; MAX_DIGEST];
+        let n = key.sign(&template, &inputs, &mut out);
+        out[..n].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Computes the signature header value for `body`, as the sender would, with the
     /// first secret (for tests and the `sign` command). For a pairs-shaped header whose
     /// timestamp travels in it, the timestamp key is included.

@@ -48,6 +48,7 @@ pub enum Scheme {
     Hmac(Box<hmac::HmacScheme>),
     Token(token::TokenScheme),
     Basic(token::BasicScheme),
+    ClientState(token::ClientStateScheme),
 }
 
 /// A route's verifier, with the name that is forwarded upstream in
@@ -76,6 +77,7 @@ impl Verifier {
             Scheme::Hmac(h) => h.verify(req),
             Scheme::Token(t) => t.verify(req.headers),
             Scheme::Basic(b) => b.verify(req.headers),
+            Scheme::ClientState(c) => c.verify(req.body),
         }
     }
 
@@ -85,6 +87,7 @@ impl Verifier {
             Scheme::None => "none".to_string(),
             Scheme::Token(t) => format!("{} (token in {})", self.name, t.header.as_str()),
             Scheme::Basic(_) => format!("{} (basic auth)", self.name),
+            Scheme::ClientState(_) => format!("{} (clientState in the body)", self.name),
             Scheme::Hmac(h) => {
                 let s = &h.spec;
                 let mut d = format!(

@@ -68,6 +68,10 @@ pub enum Kind {
     },
     /// HTTP basic auth; secrets are `user:password`.
     Basic,
+    /// A sender that signs nothing and only proves the endpoint with a handshake.
+    Unsigned,
+    /// Microsoft Graph: the subscription's `clientState` in every notification.
+    ClientState,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -237,20 +241,14 @@ pub const PRESETS: &[Preset] = &[
     hmac("notion",   Sha256, "X-Notion-Signature", bare("sha256="), Hex, "{body}"),
     hmac("trello",   Sha1,   "X-Trello-Webhook", NONE, Base64, "{body}{url}"),
     hmac("workos",   Sha256, "WorkOS-Signature", T_V1, Hex, "{timestamp}.{body}").ts(Ts::Key("t", Millis), 180),
+    Preset { id: "azure-event-grid", kind: Kind::Unsigned },
+    Preset { id: "ms-graph", kind: Kind::ClientState },
 ];
 
 /// Presets of the config contract that need code beyond these generic schemes (public
 /// keys, URL-and-form canonicalisation, signatures inside the body, JWS, handshakes);
 /// naming one gives a clear "not supported yet" rather than "unknown".
-pub const PLANNED: &[&str] = &[
-    "twilio",
-    "mailgun",
-    "sendgrid",
-    "discord",
-    "netlify",
-    "azure-event-grid",
-    "ms-graph",
-];
+pub const PLANNED: &[&str] = &["twilio", "mailgun", "sendgrid", "discord", "netlify"];
 
 pub fn find(id: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.id == id)

@@ -129,6 +129,49 @@ impl BasicScheme {
     }
 }
 
+/// Microsoft Graph change notifications: every notification in the body's `value`
+/// array carries the subscription's `clientState`, which must be a configured secret.
+#[derive(Clone)]
+pub struct ClientStateScheme {
+    digests: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ClientStateScheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientStateScheme")
+            .field("secrets", &self.digests.len())
+            .finish()
+    }
+}
+
+impl ClientStateScheme {
+    pub fn new(values: &[Vec<u8>]) -> Self {
+        ClientStateScheme {
+            digests: values.iter().map(|v| digest(v)).collect(),
+        }
+    }
+
+    pub fn verify(&self, body: &[u8]) -> Result<(), VerifyError> {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| VerifyError::SignatureMissing)?;
+        let items = v
+            .get("value")
+            .and_then(serde_json::Value::as_array)
+            .filter(|a| !a.is_empty())
+            .ok_or(VerifyError::SignatureMissing)?;
+        for item in items {
+            let state = item
+                .get("clientState")
+                .and_then(serde_json::Value::as_str)
+                .ok_or(VerifyError::SignatureMissing)?;
+            if !any_matches(state.as_bytes(), &self.digests) {
+                return Err(VerifyError::SignatureMismatch);
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +211,24 @@ mod tests {
             Err(VerifyError::SignatureMalformed)
         );
         assert!(!format!("{bearer:?}").contains("t0k"));
+    }
+
+    #[test]
+    fn graph_client_state() {
+        let s = ClientStateScheme::new(&[b"secretClientValue".to_vec()]);
+        let ok = br#"{"value":[{"clientState":"secretClientValue"},{"clientState":"secretClientValue"}]}"#;
+        assert_eq!(s.verify(ok), Ok(()));
+        let one_bad = br#"{"value":[{"clientState":"secretClientValue"},{"clientState":"x"}]}"#;
+        assert_eq!(s.verify(one_bad), Err(VerifyError::SignatureMismatch));
+        assert_eq!(
+            s.verify(br#"{"value":[{"id":"1"}]}"#),
+            Err(VerifyError::SignatureMissing)
+        );
+        assert_eq!(
+            s.verify(br#"{"value":[]}"#),
+            Err(VerifyError::SignatureMissing)
+        );
+        assert_eq!(s.verify(b"not json"), Err(VerifyError::SignatureMissing));
     }
 
     #[test]
