@@ -196,6 +196,7 @@ fn bench_verify(c: &mut Criterion) {
         headers,
         body: PAYLOAD,
         method: &http::Method::POST,
+        query: None,
         now_unix: NOW,
     };
     assert_eq!(verifier.verify(&request(&headers)), Ok(()));

@@ -33,6 +33,7 @@ fn verify(
         headers,
         body,
         method: &Method::POST,
+        query: None,
         now_unix,
     })
 }

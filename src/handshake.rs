@@ -27,6 +27,7 @@ pub enum Kind {
     CloudEventsOptions,
     TrelloHead,
     GraphValidationToken,
+    DiscordPing,
 }
 
 impl Kind {
@@ -43,6 +44,7 @@ impl Kind {
             Kind::CloudEventsOptions => "cloudevents_options",
             Kind::TrelloHead => "trello_head",
             Kind::GraphValidationToken => "graph_validation_token",
+            Kind::DiscordPing => "discord_ping",
         }
     }
 
@@ -72,6 +74,7 @@ pub fn for_preset(id: &str) -> &'static [Kind] {
         "azure-event-grid" => &[Kind::AzureValidation, Kind::CloudEventsOptions],
         "trello" => &[Kind::TrelloHead],
         "ms-graph" => &[Kind::GraphValidationToken],
+        "discord" => &[Kind::DiscordPing],
         _ => &[],
     }
 }
@@ -305,6 +308,22 @@ pub fn after_verify(
                         kind,
                         json!({ "plainToken": pt, "encryptedToken": zoom_mac(pt.as_bytes()) }),
                     )),
+                    _ => None,
+                }
+            }
+            // Interactions PING (type 1) wants {"type":1}; webhook-events PING (type 0) a 204.
+            Kind::DiscordPing => {
+                let v: Value = serde_json::from_slice(req.body).ok()?;
+                match v.get("type").and_then(Value::as_u64) {
+                    Some(1) if v.get("event").is_none() => {
+                        Some(json_answer(kind, json!({ "type": 1 })))
+                    }
+                    Some(0) => Some(Answer {
+                        kind,
+                        status: StatusCode::NO_CONTENT,
+                        headers: Vec::new(),
+                        body: Bytes::new(),
+                    }),
                     _ => None,
                 }
             }

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod forward;
+pub mod fuzzing;
 pub mod handshake;
 pub mod log;
 pub mod net;

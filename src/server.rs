@@ -253,6 +253,7 @@ impl Gateway {
             headers: &parts.headers,
             body: &body,
             method: &parts.method,
+            query: parts.uri.query(),
             now_unix: crate::verify::now_unix(),
         };
         if !route.handshakes.is_empty() {

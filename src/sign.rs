@@ -17,7 +17,12 @@ pub fn headers(route: &Route, body: &[u8], now: SystemTime) -> Vec<(String, Stri
     }
     match &route.verifier.scheme {
         // The clientState travels in the body, which `sign` sends as it is.
-        Scheme::None | Scheme::ClientState(_) => {}
+        // Public-key schemes cannot be signed without the sender's private key.
+        Scheme::None | Scheme::ClientState(_) | Scheme::Key(_) => {}
+        Scheme::Twilio(t) => {
+            let query = t.url.split_once('?').map(|(_, q)| q);
+            out.push(("X-Twilio-Signature".to_string(), t.sign_value(query, body)));
+        }
         Scheme::Token(t) => out.push((t.header.to_string(), t.sign_value())),
         Scheme::Basic(b) => out.push(("Authorization".to_string(), b.sign_value())),
         Scheme::Hmac(h) => {
@@ -58,6 +63,12 @@ pub fn headers(route: &Route, body: &[u8], now: SystemTime) -> Vec<(String, Stri
 /// Notes for the user about what `sign` cannot do for this route.
 pub fn caveats(route: &Route, body: &[u8]) -> Vec<String> {
     let mut notes = Vec::new();
+    if let Scheme::Key(_) = &route.verifier.scheme {
+        notes.push("a public-key scheme: only the sender's private key can sign, so no signature is printed".to_string());
+    }
+    if let Scheme::Twilio(_) = &route.verifier.scheme {
+        notes.push("send to the URL configured as verify.url (Twilio signs the URL it calls, query included)".to_string());
+    }
     if let Scheme::ClientState(_) = &route.verifier.scheme {
         notes.push(
             "each notification's clientState in the body must be one of the route's secrets"
@@ -169,8 +180,10 @@ mod tests {
                         "whsec_c2VjcmV0LWtleS1ieXRlcw=="
                     }
                 }),
-                Kind::Token { .. } | Kind::ClientState => Some("s3cret-value"),
+                Kind::Token { .. } | Kind::ClientState | Kind::Twilio => Some("s3cret-value"),
                 Kind::Unsigned => None,
+                // Only the sender's private key signs these.
+                Kind::Ed25519 { .. } | Kind::P256 { .. } => continue,
             };
             let mut verify = format!(
                 "preset: {}, url: \"https://hooks.example.com/r\", verify_token: t",
@@ -205,6 +218,7 @@ mod tests {
                 headers: &map,
                 body: &body,
                 method: &http::Method::POST,
+                query: None,
                 now_unix: crate::verify::now_unix(),
             };
             assert_eq!(

@@ -61,7 +61,7 @@ impl std::fmt::Debug for Pool {
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     None,
     Length(usize),
     Chunked,
@@ -239,7 +239,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
     stream.read_buf(buf).await
 }
 
-enum Parsed {
+pub(crate) enum Parsed {
     Partial,
     Informational(usize),
     Done {
@@ -251,14 +251,14 @@ enum Parsed {
 }
 
 #[derive(Debug)]
-struct Malformed;
+pub(crate) struct Malformed;
 
 /// Parses a response head, and decides how its body is framed and whether the
 /// connection may be reused. The fields kept are the end-to-end ones: hop-by-hop fields
 /// and Content-Length (the sender's answer gets its own) are read for framing and
 /// dropped. Pure, so it is tested without a socket. Requests are always POSTs, so a
 /// response to HEAD never needs framing here.
-fn parse_head(buf: &[u8]) -> Result<Parsed, Malformed> {
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, Malformed> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut slots);
     let len = match parsed.parse(buf).map_err(|_| Malformed)? {
@@ -416,7 +416,7 @@ async fn read_body(
 
 /// An incremental decoder of the chunked transfer coding.
 #[derive(Debug, Default)]
-struct Chunked {
+pub(crate) struct Chunked {
     /// Bytes left in the current chunk's data (plus its CRLF once data is done).
     remaining: usize,
     state: ChunkState,
@@ -433,7 +433,11 @@ enum ChunkState {
 
 impl Chunked {
     /// Consumes what it can of `buf` into `out`; `Ok(true)` once the message is complete.
-    fn decode(&mut self, buf: &mut BytesMut, out: &mut BytesMut) -> Result<bool, Malformed> {
+    pub(crate) fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        out: &mut BytesMut,
+    ) -> Result<bool, Malformed> {
         loop {
             match self.state {
                 ChunkState::Size => {

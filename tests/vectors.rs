@@ -73,14 +73,19 @@ fn vectors_verify_as_published() {
             );
             continue;
         }
-        let Some(secret) = s(&v, "secret") else {
-            continue;
-        };
         let source = s(&v, "source").unwrap_or_default();
-        let mut verify = format!(
-            "{{ preset: {preset}, secrets: [{}]",
-            serde_json::to_string(&secret).unwrap()
-        );
+        let mut verify = format!("{{ preset: {preset}");
+        match (s(&v, "secret"), s(&v, "public_key")) {
+            (_, Some(key)) => verify.push_str(&format!(
+                ", public_key: {}",
+                serde_json::to_string(&key).unwrap()
+            )),
+            (Some(secret), None) => verify.push_str(&format!(
+                ", secrets: [{}]",
+                serde_json::to_string(&secret).unwrap()
+            )),
+            (None, None) => continue,
+        }
         if let Some(url) = s(&v, "url") {
             verify.push_str(&format!(", url: {}", serde_json::to_string(&url).unwrap()));
         }
@@ -112,6 +117,10 @@ fn vectors_verify_as_published() {
                 headers: &headers,
                 body: &body,
                 method: &method,
+                query: s(&v, "url")
+                    .as_deref()
+                    .and_then(|u| u.split_once('?'))
+                    .map(|(_, q)| q),
                 now_unix: now,
             });
         let want_accept = s(&v, "expect").as_deref() != Some("reject");

@@ -530,7 +530,15 @@ fn read_route(node: Node<'_>, defaults: &Defaults, errs: &mut Errors) -> Option<
     let reject_status = m
         .get("reject_status")
         .map(|n| read_reject_status(n.node(), errs))
-        .unwrap_or(Some(defaults.reject_status));
+        .unwrap_or_else(|| {
+            // A sender that needs a particular status (Discord: 401) gets it unless the
+            // route says otherwise.
+            let preferred = verify
+                .as_ref()
+                .and_then(|v| v.reject_status)
+                .and_then(|c| StatusCode::from_u16(c).ok());
+            Some(preferred.unwrap_or(defaults.reject_status))
+        });
     let upstream = m
         .require("upstream", errs)
         .and_then(|n| n.node().parsed(errs, parse_upstream));
@@ -712,6 +720,8 @@ fn header_name(s: &str) -> Result<HeaderName, String> {
 
 /// What a route's `verify` section amounts to.
 struct VerifySection {
+    /// The status the sender needs for a failed verification, if not the default.
+    reject_status: Option<u16>,
     verifier: Verifier,
     sources: Vec<String>,
     handshakes: &'static [crate::handshake::Kind],
@@ -772,7 +782,10 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<VerifySection> {
     let hook_secret_file = m
         .get("hook_secret_file")
         .and_then(|n| n.node().non_empty(errs));
-    m.not_yet("public_key", "verify.public_key (public-key schemes)", errs);
+    let public_key_node = m.get("public_key");
+    let public_key = public_key_node
+        .as_ref()
+        .and_then(|n| n.node().non_empty(errs));
     m.finish(errs);
 
     // Which scheme: one of preset, none, hmac, token, basic (hmac may refine a preset).
@@ -848,6 +861,7 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<VerifySection> {
             return None;
         }
         return Some(VerifySection {
+            reject_status: None,
             verifier: Verifier::new(
                 Scheme::None,
                 preset
@@ -876,7 +890,11 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<VerifySection> {
         secrets_node.as_ref().map(|n| n.node()),
         files_node.as_ref().map(|n| n.node()),
         &path,
-        learns_secret,
+        learns_secret
+            || matches!(
+                preset.map(|p| p.kind),
+                Some(presets::Kind::Ed25519 { .. } | presets::Kind::P256 { .. })
+            ),
         errs,
     );
     // A secret learned in an earlier handshake, kept in hook_secret_file.
@@ -907,6 +925,94 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<VerifySection> {
         _ => None,
     };
     let is_basic = basic || matches!(preset.map(|p| p.kind), Some(presets::Kind::Basic));
+    // Public-key schemes: a key, no secrets.
+    if let Some(
+        presets::Kind::Ed25519 {
+            signature,
+            timestamp,
+        }
+        | presets::Kind::P256 {
+            signature,
+            timestamp,
+        },
+    ) = preset.map(|p| p.kind)
+    {
+        let ed = matches!(preset.map(|p| p.kind), Some(presets::Kind::Ed25519 { .. }));
+        for (n, key) in [(&secrets_node, "secrets"), (&files_node, "secret_files")] {
+            if let Some(n) = n {
+                n.node().err(
+                    errs,
+                    format!("this scheme verifies with `public_key`, not `{key}`"),
+                );
+            }
+        }
+        let key = match (&public_key, &public_key_node) {
+            (Some(k), Some(n)) => {
+                let parsed = if ed {
+                    crate::verify::special::PublicKey::parse_ed25519(k)
+                } else {
+                    crate::verify::special::PublicKey::parse_p256(k)
+                };
+                parsed.map_err(|e| n.node().err(errs, e)).ok()
+            }
+            _ => {
+                errs.push(
+                    &format!("{path}.public_key"),
+                    "is required: the sender's public key",
+                );
+                None
+            }
+        };
+        if errs.0.len() != before {
+            return None;
+        }
+        let scheme = crate::verify::special::KeyScheme {
+            key: key?,
+            signature_header: header_name(signature).ok()?,
+            timestamp_header: header_name(timestamp).ok()?,
+            tolerance,
+        };
+        return Some(VerifySection {
+            verifier: Verifier::new(
+                Scheme::Key(scheme),
+                preset.map(|p| p.id).unwrap_or("key").into(),
+            ),
+            sources: vec!["public_key".into()],
+            handshakes,
+            verify_token,
+            hook_secret_file,
+            reject_status: preset.and_then(|p| presets::reject_status(p.id)),
+        });
+    }
+    if public_key.is_some() {
+        errs.push(
+            &format!("{path}.public_key"),
+            "only public-key schemes (discord, sendgrid) use it",
+        );
+    }
+    if matches!(preset.map(|p| p.kind), Some(presets::Kind::Twilio)) {
+        let Some(url) = url.clone() else {
+            errs.push(
+                &format!("{path}.url"),
+                "is required: Twilio signs the URL it calls; give it as configured in Twilio",
+            );
+            return None;
+        };
+        if errs.0.len() != before {
+            return None;
+        }
+        return Some(VerifySection {
+            verifier: Verifier::new(
+                Scheme::Twilio(crate::verify::special::TwilioScheme::new(url, &raw)),
+                "twilio".into(),
+            ),
+            sources,
+            handshakes,
+            verify_token,
+            hook_secret_file,
+            reject_status: None,
+        });
+    }
     if matches!(preset.map(|p| p.kind), Some(presets::Kind::ClientState)) {
         if let Some(h) = &hmac_node {
             h.node()
@@ -916,6 +1022,7 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<VerifySection> {
             return None;
         }
         return Some(VerifySection {
+            reject_status: None,
             verifier: Verifier::new(
                 Scheme::ClientState(token::ClientStateScheme::new(&raw)),
                 preset.map(|p| p.id).unwrap_or("ms-graph").into(),
@@ -966,6 +1073,7 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<VerifySection> {
             None => Scheme::Basic(token::BasicScheme::new(&raw)),
         };
         return Some(VerifySection {
+            reject_status: None,
             verifier: Verifier::new(scheme, name),
             sources,
             handshakes,
@@ -1012,6 +1120,7 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<VerifySection> {
         (None, _) => format!("hmac-{}", spec.algorithm.name()),
     };
     Some(VerifySection {
+        reject_status: None,
         verifier: Verifier::new(Scheme::Hmac(Box::new(HmacScheme::new(spec, &keys))), name),
         sources,
         handshakes,

@@ -43,17 +43,10 @@ fn the_contract_file_has_only_not_yet_supported_errors() {
     // Every key of the contract is known: nothing is "unknown".
     assert!(errs.iter().all(|e| !e.contains("unknown key")), "{errs:#?}");
     let paths: Vec<&str> = errs.iter().map(|e| e.split(": ").next().unwrap()).collect();
-    for want in [
-        "tls",
-        "store",
-        "routes[1].delivery",
-        "routes[1].retry",
-        "routes[6].verify.preset",
-        "routes[6].verify.public_key",
-    ] {
+    for want in ["tls", "store", "routes[1].delivery", "routes[1].retry"] {
         assert!(paths.contains(&want), "no error at {want}: {errs:#?}");
     }
-    assert_eq!(paths.len(), 6, "{errs:#?}");
+    assert_eq!(paths.len(), 4, "{errs:#?}");
     assert!(
         errs.iter().all(|e| e.contains("not supported yet")),
         "{errs:#?}"
@@ -282,8 +275,8 @@ fn verify_forms_are_checked() {
             "routes[0].verify.none: `none: false` has no meaning",
         ),
         (
-            "{ preset: discord, secrets: [x] }",
-            "routes[0].verify.preset: preset \"discord\" is not supported yet",
+            "{ preset: mailgun, secrets: [x] }",
+            "routes[0].verify.preset: preset \"mailgun\" is not supported yet",
         ),
         (
             "{ hmac: { algorithm: md5, header: X-Sig }, secrets: [x] }",
@@ -613,4 +606,52 @@ routes:
             "missing {want:?} in {errs:#?}"
         );
     }
+}
+
+#[test]
+fn public_key_and_twilio_routes() {
+    let c = ok(r#"
+routes:
+  - name: discord
+    path: /discord
+    upstream: http://127.0.0.1:1/
+    verify: { preset: discord, public_key: d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a }
+  - name: twilio
+    path: /twilio
+    upstream: http://127.0.0.1:1/
+    verify: { preset: twilio, secrets: [auth-token], url: "https://hooks.example.com/twilio" }
+"#);
+    assert_eq!(
+        c.routes[0].reject_status, 401,
+        "discord wants 401 for bad signatures"
+    );
+    assert_eq!(c.routes[1].reject_status, 406);
+    let errs = errors(
+        r#"
+routes:
+  - { name: a, path: /a, upstream: "http://127.0.0.1:1/", verify: { preset: discord } }
+  - { name: b, path: /b, upstream: "http://127.0.0.1:1/", verify: { preset: discord, public_key: abcd, secrets: [x] } }
+  - { name: c, path: /c, upstream: "http://127.0.0.1:1/", verify: { preset: sendgrid, public_key: "bm90IGEga2V5" } }
+  - { name: d, path: /d, upstream: "http://127.0.0.1:1/", verify: { preset: twilio, secrets: [x] } }
+  - { name: e, path: /e, upstream: "http://127.0.0.1:1/", verify: { preset: expel, secrets: [x], public_key: abcd } }
+  - { name: f, path: /f, upstream: "http://127.0.0.1:1/", reject_status: 400, verify: { preset: discord, public_key: d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a } }
+"#,
+    );
+    for want in [
+        "routes[0].verify.public_key: is required",
+        "routes[1].verify.secrets: this scheme verifies with `public_key`",
+        "routes[1].verify.public_key: is not an Ed25519 public key",
+        "routes[2].verify.public_key: is not a valid P-256 public key",
+        "routes[3].verify.url: is required",
+        "routes[4].verify.public_key: only public-key schemes",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {errs:#?}"
+        );
+    }
+    assert!(
+        !errs.iter().any(|e| e.starts_with("routes[5]")),
+        "{errs:#?}"
+    );
 }

@@ -370,13 +370,13 @@ impl std::fmt::Debug for HmacScheme {
 }
 
 /// A received signature, decoded.
-struct Candidate {
-    bytes: [u8; MAX_DIGEST],
-    len: usize,
+pub(crate) struct Candidate {
+    pub(crate) bytes: [u8; MAX_DIGEST],
+    pub(crate) len: usize,
 }
 
 /// Decodes one encoded signature of `want` bytes, or `None` if malformed.
-fn decode_encoded(v: &[u8], encoding: Encoding, want: usize) -> Option<Candidate> {
+pub(crate) fn decode_encoded(v: &[u8], encoding: Encoding, want: usize) -> Option<Candidate> {
     let mut out = Candidate {
         bytes: [0; MAX_DIGEST],
         len: 0,
@@ -412,7 +412,7 @@ fn decode_encoded(v: &[u8], encoding: Encoding, want: usize) -> Option<Candidate
 }
 
 /// A bare header value: the prefix (case-insensitive), then the signature.
-fn decode_bare(value: &[u8], spec: &HmacSpec, want: usize) -> Option<Candidate> {
+pub(crate) fn decode_bare(value: &[u8], spec: &HmacSpec, want: usize) -> Option<Candidate> {
     let mut v = value.trim_ascii();
     let prefix = spec.prefix.as_bytes();
     if !prefix.is_empty() {
@@ -426,7 +426,11 @@ fn decode_bare(value: &[u8], spec: &HmacSpec, want: usize) -> Option<Candidate> 
 }
 
 /// Splits a pairs-shaped value into `(key, value)` entries.
-fn pairs(value: &[u8], separator: char, assign: char) -> impl Iterator<Item = (&[u8], &[u8])> {
+pub(crate) fn pairs(
+    value: &[u8],
+    separator: char,
+    assign: char,
+) -> impl Iterator<Item = (&[u8], &[u8])> {
     let sep = separator as u8;
     let whitespace = separator == ' ';
     value
@@ -580,6 +584,8 @@ pub struct Request<'a> {
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
     pub method: &'a Method,
+    /// The request's query string (Twilio signs the URL it called).
+    pub query: Option<&'a str>,
     pub now_unix: i64,
 }
 
@@ -812,6 +818,7 @@ impl HmacScheme {
             headers,
             body,
             method: &Method::POST,
+            query: None,
             now_unix,
         })
     }
@@ -1260,6 +1267,7 @@ mod shapes {
             headers: &h,
             body: br#"[{"eventId":1}]"#,
             method: &Method::PUT,
+            query: None,
             now_unix: 1_700_000_100,
         });
         assert_eq!(

@@ -5,6 +5,7 @@
 
 pub mod hmac;
 pub mod presets;
+pub mod special;
 pub mod template;
 pub mod token;
 
@@ -49,6 +50,9 @@ pub enum Scheme {
     Token(token::TokenScheme),
     Basic(token::BasicScheme),
     ClientState(token::ClientStateScheme),
+    Twilio(special::TwilioScheme),
+    /// A public-key signature over `{timestamp}{body}` (Discord, SendGrid).
+    Key(special::KeyScheme),
 }
 
 /// A route's verifier, with the name that is forwarded upstream in
@@ -78,6 +82,8 @@ impl Verifier {
             Scheme::Token(t) => t.verify(req.headers),
             Scheme::Basic(b) => b.verify(req.headers),
             Scheme::ClientState(c) => c.verify(req.body),
+            Scheme::Twilio(t) => t.verify(req.headers, req.body, req.query),
+            Scheme::Key(k) => k.verify(req.headers, req.body, req.now_unix),
         }
     }
 
@@ -88,6 +94,23 @@ impl Verifier {
             Scheme::Token(t) => format!("{} (token in {})", self.name, t.header.as_str()),
             Scheme::Basic(_) => format!("{} (basic auth)", self.name),
             Scheme::ClientState(_) => format!("{} (clientState in the body)", self.name),
+            Scheme::Twilio(t) => format!(
+                "{} (hmac-sha1 base64 x-twilio-signature over {} + form)",
+                self.name, t.url
+            ),
+            Scheme::Key(k) => format!(
+                "{} ({} {} over ts {} + body{})",
+                self.name,
+                match k.key {
+                    special::PublicKey::Ed25519(_) => "ed25519",
+                    special::PublicKey::P256(_) => "ecdsa-p256-sha256",
+                },
+                k.signature_header,
+                k.timestamp_header,
+                k.tolerance
+                    .map(|t| format!(" ±{}s", t.as_secs()))
+                    .unwrap_or_default()
+            ),
             Scheme::Hmac(h) => {
                 let s = &h.spec;
                 let mut d = format!(

@@ -72,6 +72,18 @@ pub enum Kind {
     Unsigned,
     /// Microsoft Graph: the subscription's `clientState` in every notification.
     ClientState,
+    /// Twilio's URL-and-sorted-parameters signature.
+    Twilio,
+    /// Ed25519 over `{timestamp}{body}`; the key is `verify.public_key`.
+    Ed25519 {
+        signature: &'static str,
+        timestamp: &'static str,
+    },
+    /// ECDSA P-256/SHA-256 over `{timestamp}{body}`, DER signature in base64.
+    P256 {
+        signature: &'static str,
+        timestamp: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -243,12 +255,24 @@ pub const PRESETS: &[Preset] = &[
     hmac("workos",   Sha256, "WorkOS-Signature", T_V1, Hex, "{timestamp}.{body}").ts(Ts::Key("t", Millis), 180),
     Preset { id: "azure-event-grid", kind: Kind::Unsigned },
     Preset { id: "ms-graph", kind: Kind::ClientState },
+    Preset { id: "twilio", kind: Kind::Twilio },
+    Preset { id: "discord", kind: Kind::Ed25519 { signature: "X-Signature-Ed25519", timestamp: "X-Signature-Timestamp" } },
+    Preset { id: "sendgrid", kind: Kind::P256 { signature: "X-Twilio-Email-Event-Webhook-Signature", timestamp: "X-Twilio-Email-Event-Webhook-Timestamp" } },
 ];
+
+/// The status a preset's sender needs for a failed verification, where it is not the
+/// gateway's default (Discord sends bad signatures on purpose and expects 401).
+pub fn reject_status(id: &str) -> Option<u16> {
+    match id {
+        "discord" => Some(401),
+        _ => None,
+    }
+}
 
 /// Presets of the config contract that need code beyond these generic schemes (public
 /// keys, URL-and-form canonicalisation, signatures inside the body, JWS, handshakes);
 /// naming one gives a clear "not supported yet" rather than "unknown".
-pub const PLANNED: &[&str] = &["twilio", "mailgun", "sendgrid", "discord", "netlify"];
+pub const PLANNED: &[&str] = &["mailgun", "netlify"];
 
 pub fn find(id: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.id == id)
