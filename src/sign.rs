@@ -18,7 +18,8 @@ pub fn headers(route: &Route, body: &[u8], now: SystemTime) -> Vec<(String, Stri
     match &route.verifier.scheme {
         // The clientState travels in the body, which `sign` sends as it is.
         // Public-key schemes cannot be signed without the sender's private key.
-        Scheme::None | Scheme::ClientState(_) | Scheme::Key(_) => {}
+        Scheme::None | Scheme::ClientState(_) | Scheme::Key(_) | Scheme::Mailgun(_) => {}
+        Scheme::Netlify(_) => {}
         Scheme::Twilio(t) => {
             let query = t.url.split_once('?').map(|(_, q)| q);
             out.push(("X-Twilio-Signature".to_string(), t.sign_value(query, body)));
@@ -65,6 +66,9 @@ pub fn caveats(route: &Route, body: &[u8]) -> Vec<String> {
     let mut notes = Vec::new();
     if let Scheme::Key(_) = &route.verifier.scheme {
         notes.push("a public-key scheme: only the sender's private key can sign, so no signature is printed".to_string());
+    }
+    if let Scheme::Mailgun(_) | Scheme::Netlify(_) = &route.verifier.scheme {
+        notes.push("this sender's signature is made from the whole message (Mailgun: inside the body; Netlify: a JWS over the body's hash); sign prints none".to_string());
     }
     if let Scheme::Twilio(_) = &route.verifier.scheme {
         notes.push("send to the URL configured as verify.url (Twilio signs the URL it calls, query included)".to_string());
@@ -181,6 +185,8 @@ mod tests {
                     }
                 }),
                 Kind::Token { .. } | Kind::ClientState | Kind::Twilio => Some("s3cret-value"),
+                // Their signatures live in the body or need a JWS: covered by vectors.
+                Kind::Mailgun | Kind::Netlify => continue,
                 Kind::Unsigned => None,
                 // Only the sender's private key signs these.
                 Kind::Ed25519 { .. } | Kind::P256 { .. } => continue,

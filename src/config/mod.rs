@@ -990,6 +990,39 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<VerifySection> {
             "only public-key schemes (discord, sendgrid) use it",
         );
     }
+    if let Some(kind @ (presets::Kind::Mailgun | presets::Kind::Netlify)) = preset.map(|p| p.kind) {
+        if let Some(h) = &hmac_node {
+            h.node()
+                .err(errs, "`hmac` fields do not apply to this scheme");
+        }
+        if matches!(kind, presets::Kind::Netlify) && tolerance.is_some() {
+            errs.push(
+                &format!("{path}.tolerance"),
+                "this scheme carries no timestamp to check",
+            );
+        }
+        if errs.0.len() != before {
+            return None;
+        }
+        let (scheme, name) = match kind {
+            presets::Kind::Mailgun => (
+                Scheme::Mailgun(crate::verify::special::MailgunScheme::new(&raw, tolerance)),
+                "mailgun",
+            ),
+            _ => (
+                Scheme::Netlify(crate::verify::special::NetlifyScheme::new(&raw)),
+                "netlify",
+            ),
+        };
+        return Some(VerifySection {
+            verifier: Verifier::new(scheme, name.into()),
+            sources,
+            handshakes,
+            verify_token,
+            hook_secret_file,
+            reject_status: None,
+        });
+    }
     if matches!(preset.map(|p| p.kind), Some(presets::Kind::Twilio)) {
         let Some(url) = url.clone() else {
             errs.push(

@@ -275,8 +275,8 @@ fn verify_forms_are_checked() {
             "routes[0].verify.none: `none: false` has no meaning",
         ),
         (
-            "{ preset: mailgun, secrets: [x] }",
-            "routes[0].verify.preset: preset \"mailgun\" is not supported yet",
+            "{ preset: mailchimp, secrets: [x] }",
+            "routes[0].verify.preset: unknown preset \"mailchimp\"",
         ),
         (
             "{ hmac: { algorithm: md5, header: X-Sig }, secrets: [x] }",

@@ -53,6 +53,8 @@ pub enum Scheme {
     Twilio(special::TwilioScheme),
     /// A public-key signature over `{timestamp}{body}` (Discord, SendGrid).
     Key(special::KeyScheme),
+    Mailgun(special::MailgunScheme),
+    Netlify(special::NetlifyScheme),
 }
 
 /// A route's verifier, with the name that is forwarded upstream in
@@ -84,6 +86,8 @@ impl Verifier {
             Scheme::ClientState(c) => c.verify(req.body),
             Scheme::Twilio(t) => t.verify(req.headers, req.body, req.query),
             Scheme::Key(k) => k.verify(req.headers, req.body, req.now_unix),
+            Scheme::Mailgun(m) => m.verify(req.body, req.now_unix),
+            Scheme::Netlify(n) => n.verify(req.headers, req.body),
         }
     }
 
@@ -94,6 +98,14 @@ impl Verifier {
             Scheme::Token(t) => format!("{} (token in {})", self.name, t.header.as_str()),
             Scheme::Basic(_) => format!("{} (basic auth)", self.name),
             Scheme::ClientState(_) => format!("{} (clientState in the body)", self.name),
+            Scheme::Mailgun(_) => format!(
+                "{} (hmac-sha256 of the body's signature.timestamp + token)",
+                self.name
+            ),
+            Scheme::Netlify(_) => format!(
+                "{} (JWS HS256 in x-webhook-signature with the body's sha256)",
+                self.name
+            ),
             Scheme::Twilio(t) => format!(
                 "{} (hmac-sha1 base64 x-twilio-signature over {} + form)",
                 self.name, t.url

@@ -84,6 +84,10 @@ pub enum Kind {
         signature: &'static str,
         timestamp: &'static str,
     },
+    /// Mailgun's signature object inside the JSON body.
+    Mailgun,
+    /// Netlify's JWS (HS256) with the body's SHA-256 as a claim.
+    Netlify,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -256,6 +260,8 @@ pub const PRESETS: &[Preset] = &[
     Preset { id: "azure-event-grid", kind: Kind::Unsigned },
     Preset { id: "ms-graph", kind: Kind::ClientState },
     Preset { id: "twilio", kind: Kind::Twilio },
+    Preset { id: "mailgun", kind: Kind::Mailgun },
+    Preset { id: "netlify", kind: Kind::Netlify },
     Preset { id: "discord", kind: Kind::Ed25519 { signature: "X-Signature-Ed25519", timestamp: "X-Signature-Timestamp" } },
     Preset { id: "sendgrid", kind: Kind::P256 { signature: "X-Twilio-Email-Event-Webhook-Signature", timestamp: "X-Twilio-Email-Event-Webhook-Timestamp" } },
 ];
@@ -272,7 +278,7 @@ pub fn reject_status(id: &str) -> Option<u16> {
 /// Presets of the config contract that need code beyond these generic schemes (public
 /// keys, URL-and-form canonicalisation, signatures inside the body, JWS, handshakes);
 /// naming one gives a clear "not supported yet" rather than "unknown".
-pub const PLANNED: &[&str] = &["mailgun", "netlify"];
+pub const PLANNED: &[&str] = &[];
 
 pub fn find(id: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.id == id)

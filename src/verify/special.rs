@@ -296,6 +296,179 @@ impl KeyScheme {
     }
 }
 
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn hmac_keys(secrets: &[Vec<u8>]) -> Vec<HmacSha256> {
+    secrets
+        .iter()
+        .map(|s| HmacSha256::new_from_slice(s).expect("any key length"))
+        .collect()
+}
+
+/// Whether any key's HMAC of `parts` equals `sig`, looking at every key.
+fn any_mac(keys: &[HmacSha256], parts: &[&[u8]], sig: &[u8]) -> bool {
+    let mut matched = subtle::Choice::from(0);
+    for key in keys {
+        let mut mac = key.clone();
+        for p in parts {
+            mac.update(p);
+        }
+        matched |= mac.finalize().into_bytes().as_slice().ct_eq(sig);
+    }
+    matched.into()
+}
+
+/// Mailgun: no header; the JSON body's `signature` object carries `timestamp`, `token`
+/// and `signature` = hex HMAC-SHA256(signing key, timestamp + token). The event data
+/// itself is not signed (Mailgun's design): dedup by `json:signature.token` stops
+/// replays of a captured signature.
+#[derive(Clone)]
+pub struct MailgunScheme {
+    keys: Vec<HmacSha256>,
+    pub tolerance: Option<Duration>,
+}
+
+impl std::fmt::Debug for MailgunScheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailgunScheme")
+            .field("secrets", &self.keys.len())
+            .finish()
+    }
+}
+
+impl MailgunScheme {
+    pub fn new(secrets: &[Vec<u8>], tolerance: Option<Duration>) -> Self {
+        MailgunScheme {
+            keys: hmac_keys(secrets),
+            tolerance,
+        }
+    }
+
+    pub fn verify(&self, body: &[u8], now_unix: i64) -> Result<(), VerifyError> {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| VerifyError::SignatureMissing)?;
+        let sig = v.get("signature").ok_or(VerifyError::SignatureMissing)?;
+        let text = |k: &str| -> Option<String> {
+            match sig.get(k)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }
+        };
+        let timestamp = text("timestamp").ok_or(VerifyError::TimestampMissing)?;
+        let token = text("token").ok_or(VerifyError::SignatureMalformed)?;
+        let signature = text("signature").ok_or(VerifyError::SignatureMissing)?;
+        let signature = hex_decode(signature.as_bytes())
+            .filter(|s| s.len() == 32)
+            .ok_or(VerifyError::SignatureMalformed)?;
+        if let Some(tol) = self.tolerance {
+            let secs: i64 = timestamp
+                .parse()
+                .map_err(|_| VerifyError::TimestampInvalid)?;
+            let tol = tol.as_secs() as i64;
+            if secs < now_unix - tol {
+                return Err(VerifyError::TimestampStale);
+            }
+            if secs > now_unix + tol {
+                return Err(VerifyError::TimestampFuture);
+            }
+        }
+        if any_mac(
+            &self.keys,
+            &[timestamp.as_bytes(), token.as_bytes()],
+            &signature,
+        ) {
+            Ok(())
+        } else {
+            Err(VerifyError::SignatureMismatch)
+        }
+    }
+}
+
+/// Netlify: `X-Webhook-Signature` is a JWS (HS256) whose claims say `iss: netlify` and
+/// `sha256` = hex SHA-256 of the raw body.
+#[derive(Clone)]
+pub struct NetlifyScheme {
+    keys: Vec<HmacSha256>,
+}
+
+impl std::fmt::Debug for NetlifyScheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetlifyScheme")
+            .field("secrets", &self.keys.len())
+            .finish()
+    }
+}
+
+impl NetlifyScheme {
+    pub fn new(secrets: &[Vec<u8>]) -> Self {
+        NetlifyScheme {
+            keys: hmac_keys(secrets),
+        }
+    }
+
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jws = headers
+            .get("x-webhook-signature")
+            .ok_or(VerifyError::SignatureMissing)?;
+        let jws = jws
+            .to_str()
+            .map_err(|_| VerifyError::SignatureMalformed)?
+            .trim();
+        let mut parts = jws.split('.');
+        let (Some(head), Some(claims), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(VerifyError::SignatureMalformed);
+        };
+        let decode = |s: &str| {
+            URL_SAFE_NO_PAD
+                .decode(s.trim_end_matches('='))
+                .map_err(|_| VerifyError::SignatureMalformed)
+        };
+        let header: serde_json::Value =
+            serde_json::from_slice(&decode(head)?).map_err(|_| VerifyError::SignatureMalformed)?;
+        if header.get("alg").and_then(serde_json::Value::as_str) != Some("HS256") {
+            return Err(VerifyError::SignatureMalformed);
+        }
+        let sig = decode(sig)?;
+        if sig.len() != 32 {
+            return Err(VerifyError::SignatureMalformed);
+        }
+        if !any_mac(
+            &self.keys,
+            &[head.as_bytes(), b".", claims.as_bytes()],
+            &sig,
+        ) {
+            return Err(VerifyError::SignatureMismatch);
+        }
+        // Signed claims: the issuer, and the body's hash.
+        let claims: serde_json::Value = serde_json::from_slice(&decode(claims)?)
+            .map_err(|_| VerifyError::SignatureMalformed)?;
+        let body_hash: String = Sha256::digest(body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let iss_ok = claims.get("iss").and_then(serde_json::Value::as_str) == Some("netlify");
+        let hash_ok = claims
+            .get("sha256")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|h| {
+                bool::from(
+                    h.to_ascii_lowercase()
+                        .as_bytes()
+                        .ct_eq(body_hash.as_bytes()),
+                )
+            });
+        if iss_ok && hash_ok {
+            Ok(())
+        } else {
+            Err(VerifyError::SignatureMismatch)
+        }
+    }
+}
+
 fn hex_decode(b: &[u8]) -> Option<Vec<u8>> {
     if b.len() % 2 != 0 {
         return None;
@@ -437,6 +610,53 @@ mod tests {
             s.verify(&good, &body[..body.len() - 2], 1_600_112_502),
             Err(VerifyError::SignatureMismatch),
             "the trailing CRLF is signed"
+        );
+    }
+
+    #[test]
+    fn mailgun_body_signature() {
+        // hex HMAC-SHA256("key-3ax6", "1700000900" + "tok123"), computed with Python's hmac.
+        let s = MailgunScheme::new(&[b"key-3ax6".to_vec()], None);
+        let sig = "56746db952c9cd32b379adb4e14c9236e23dda9da410bb53b729933fbba296b8";
+        let body = format!(
+            r#"{{"signature":{{"timestamp":"1700000900","token":"tok123","signature":"{sig}"}},"event-data":{{"event":"delivered"}}}}"#
+        );
+        assert_eq!(s.verify(body.as_bytes(), 1_700_000_910), Ok(()));
+        let forged = body.replace("tok123", "tok124");
+        assert_eq!(
+            s.verify(forged.as_bytes(), 0),
+            Err(VerifyError::SignatureMismatch)
+        );
+        assert_eq!(
+            s.verify(br#"{"event-data":{}}"#, 0),
+            Err(VerifyError::SignatureMissing)
+        );
+        let strict = MailgunScheme::new(&[b"key-3ax6".to_vec()], Some(Duration::from_secs(60)));
+        assert_eq!(
+            strict.verify(body.as_bytes(), 1_700_001_000),
+            Err(VerifyError::TimestampStale)
+        );
+    }
+
+    #[test]
+    fn netlify_jws() {
+        let s = NetlifyScheme::new(&[b"netlify-jws-secret-5d8e2f".to_vec()]);
+        let body = br#"{"id":"5ebc34bf4fea0b01f02efa3a","site_id":"fa4dd95a-994e-4f89-8a7a-2d9e9fc36a32","build_id":"5ebc34bf4fea0b01f02efa38","state":"ready","name":"www-example","url":"https://www.example.com","branch":"main","context":"production","deploy_time":159}"#;
+        let jws = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJuZXRsaWZ5Iiwic2hhMjU2IjoiN2RhMjJiZDRkZWJmMmEzNTczYmY2YmQxMDM3OWM0ODIzYzY4MmYwYzgzZTA5ZTMzNmMzYjgxZWNlZWZjMDQ3MCJ9.Vx5dwyDnD6oMgDbG-NTDE04SrHCVN7zPrPno3ts0O9k";
+        assert_eq!(s.verify(&h(&[("x-webhook-signature", jws)]), body), Ok(()));
+        assert_eq!(
+            s.verify(&h(&[("x-webhook-signature", jws)]), b"{}"),
+            Err(VerifyError::SignatureMismatch),
+            "the body hash is a claim"
+        );
+        assert_eq!(
+            s.verify(&h(&[("x-webhook-signature", "a.b")]), body),
+            Err(VerifyError::SignatureMalformed)
+        );
+        let wrong = NetlifyScheme::new(&[b"other".to_vec()]);
+        assert_eq!(
+            wrong.verify(&h(&[("x-webhook-signature", jws)]), body),
+            Err(VerifyError::SignatureMismatch)
         );
     }
 
