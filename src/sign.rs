@@ -19,7 +19,7 @@ pub fn headers(route: &Route, body: &[u8], now: SystemTime) -> Vec<(String, Stri
         // The clientState travels in the body, which `sign` sends as it is.
         // Public-key schemes cannot be signed without the sender's private key.
         Scheme::None | Scheme::ClientState(_) | Scheme::Key(_) | Scheme::Mailgun(_) => {}
-        Scheme::Netlify(_) => {}
+        Scheme::Netlify(_) | Scheme::StandardAsym(_) => {}
         Scheme::Twilio(t) => {
             let query = t.url.split_once('?').map(|(_, q)| q);
             out.push(("X-Twilio-Signature".to_string(), t.sign_value(query, body)));

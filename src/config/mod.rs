@@ -891,6 +891,7 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<VerifySection> {
         files_node.as_ref().map(|n| n.node()),
         &path,
         learns_secret
+            || public_key.is_some()
             || matches!(
                 preset.map(|p| p.kind),
                 Some(presets::Kind::Ed25519 { .. } | presets::Kind::P256 { .. })
@@ -984,10 +985,51 @@ fn read_verify(node: Node<'_>, errs: &mut Errors) -> Option<VerifySection> {
             reject_status: preset.and_then(|p| presets::reject_status(p.id)),
         });
     }
+    // Standard Webhooks' asymmetric form: a whpk_ key instead of whsec_ secrets.
+    if let (Some(k), Some(presets::Kind::Hmac(h))) = (&public_key, preset.map(|p| p.kind)) {
+        if h.header.ends_with("-signature")
+            && h.signed == "{id}.{timestamp}.{body}"
+            && secrets.is_empty()
+        {
+            let key = match crate::verify::special::PublicKey::parse_ed25519(k) {
+                Ok(crate::verify::special::PublicKey::Ed25519(key)) => Some(key),
+                Ok(_) => None,
+                Err(e) => {
+                    errs.push(&format!("{path}.public_key"), e);
+                    None
+                }
+            };
+            let mut spec = h.spec().ok()?;
+            if let Some(t) = tolerance {
+                spec.tolerance = t;
+                spec.future_tolerance = t;
+            }
+            if errs.0.len() != before {
+                return None;
+            }
+            return Some(VerifySection {
+                verifier: Verifier::new(
+                    Scheme::StandardAsym(Box::new(crate::verify::special::StandardAsymScheme {
+                        key: key?,
+                        spec,
+                    })),
+                    format!(
+                        "{}+v1a",
+                        preset.map(|p| p.id).unwrap_or("standard-webhooks")
+                    ),
+                ),
+                sources: vec!["public_key".into()],
+                handshakes,
+                verify_token,
+                hook_secret_file,
+                reject_status: None,
+            });
+        }
+    }
     if public_key.is_some() {
         errs.push(
             &format!("{path}.public_key"),
-            "only public-key schemes (discord, sendgrid) use it",
+            "only public-key schemes (discord, sendgrid, standard-webhooks v1a) use it",
         );
     }
     if let Some(kind @ (presets::Kind::Mailgun | presets::Kind::Netlify)) = preset.map(|p| p.kind) {

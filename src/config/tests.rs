@@ -655,3 +655,25 @@ routes:
         "{errs:#?}"
     );
 }
+
+#[test]
+fn standard_webhooks_asymmetric_keys() {
+    let c = ok(r#"
+routes:
+  - name: sw
+    path: /sw
+    upstream: http://127.0.0.1:1/
+    verify: { preset: standard-webhooks, public_key: "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=" }
+"#);
+    assert_eq!(c.routes[0].verifier.name, "standard-webhooks+v1a");
+    let errs = errors(
+        r#"
+routes:
+  - { name: a, path: /a, upstream: "http://127.0.0.1:1/", verify: { preset: standard-webhooks, public_key: "whpk_bm9wZQ==" } }
+"#,
+    );
+    assert!(
+        errs[0].starts_with("routes[0].verify.public_key: is not an Ed25519 public key"),
+        "{errs:?}"
+    );
+}

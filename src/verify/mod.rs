@@ -55,6 +55,8 @@ pub enum Scheme {
     Key(special::KeyScheme),
     Mailgun(special::MailgunScheme),
     Netlify(special::NetlifyScheme),
+    /// Standard Webhooks `v1a` (Ed25519) with a `whpk_` public key.
+    StandardAsym(Box<special::StandardAsymScheme>),
 }
 
 /// A route's verifier, with the name that is forwarded upstream in
@@ -88,6 +90,7 @@ impl Verifier {
             Scheme::Key(k) => k.verify(req.headers, req.body, req.now_unix),
             Scheme::Mailgun(m) => m.verify(req.body, req.now_unix),
             Scheme::Netlify(n) => n.verify(req.headers, req.body),
+            Scheme::StandardAsym(s) => s.verify(req.headers, req.body, req.now_unix),
         }
     }
 
@@ -98,6 +101,7 @@ impl Verifier {
             Scheme::Token(t) => format!("{} (token in {})", self.name, t.header.as_str()),
             Scheme::Basic(_) => format!("{} (basic auth)", self.name),
             Scheme::ClientState(_) => format!("{} (clientState in the body)", self.name),
+            Scheme::StandardAsym(s) => format!("{} (v1a ed25519 in {})", self.name, s.spec.header),
             Scheme::Mailgun(_) => format!(
                 "{} (hmac-sha256 of the body's signature.timestamp + token)",
                 self.name

@@ -298,6 +298,87 @@ impl KeyScheme {
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
+/// Standard Webhooks' asymmetric form: `webhook-signature: v1a,<base64 Ed25519>` over
+/// `{id}.{timestamp}.{body}`, with a `whpk_` public key. Entries of other versions are
+/// ignored, and any valid `v1a` entry passes.
+#[derive(Clone, Debug)]
+pub struct StandardAsymScheme {
+    pub key: Box<ed25519_dalek::VerifyingKey>,
+    pub spec: super::hmac::HmacSpec,
+}
+
+impl StandardAsymScheme {
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix: i64,
+    ) -> Result<(), VerifyError> {
+        let spec = &self.spec;
+        let sig_header = headers
+            .get(&spec.header)
+            .ok_or(VerifyError::SignatureMissing)?;
+        let mut sigs = Vec::new();
+        for entry in sig_header
+            .as_bytes()
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|e| !e.is_empty())
+        {
+            if let Some(b64) = entry.strip_prefix(b"v1a,") {
+                if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) {
+                    if let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) {
+                        sigs.push(sig);
+                    }
+                }
+            }
+        }
+        if sigs.is_empty() {
+            return Err(VerifyError::SignatureMalformed);
+        }
+        let Some(super::hmac::TimestampSpec {
+            source: super::hmac::TimestampSource::Header(ts_name),
+            ..
+        }) = &spec.timestamp
+        else {
+            return Err(VerifyError::TimestampMissing);
+        };
+        let ts = headers
+            .get(ts_name)
+            .ok_or(VerifyError::TimestampMissing)?
+            .as_bytes()
+            .trim_ascii();
+        let secs: i64 = std::str::from_utf8(ts)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or(VerifyError::TimestampInvalid)?;
+        if secs < now_unix - spec.tolerance.as_secs() as i64 {
+            return Err(VerifyError::TimestampStale);
+        }
+        if secs > now_unix + spec.future_tolerance.as_secs() as i64 {
+            return Err(VerifyError::TimestampFuture);
+        }
+        let id_name = spec.id_header.as_ref().ok_or(VerifyError::IdMissing)?;
+        let id = headers
+            .get(id_name)
+            .ok_or(VerifyError::IdMissing)?
+            .as_bytes();
+        let mut message = Vec::with_capacity(id.len() + ts.len() + body.len() + 2);
+        message.extend_from_slice(id);
+        message.push(b'.');
+        message.extend_from_slice(ts);
+        message.push(b'.');
+        message.extend_from_slice(body);
+        if sigs
+            .iter()
+            .any(|sig| self.key.verify_strict(&message, sig).is_ok())
+        {
+            Ok(())
+        } else {
+            Err(VerifyError::SignatureMismatch)
+        }
+    }
+}
+
 fn hmac_keys(secrets: &[Vec<u8>]) -> Vec<HmacSha256> {
     secrets
         .iter()
@@ -657,6 +738,65 @@ mod tests {
         assert_eq!(
             wrong.verify(&h(&[("x-webhook-signature", jws)]), body),
             Err(VerifyError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_v1a() {
+        use ed25519_dalek::Signer;
+        // RFC 8032 §7.1 TEST 1 secret key; the public key is d75a…511a.
+        let secret: [u8; 32] = [
+            0x9d, 0x61, 0xb1, 0x9d, 0xef, 0xfd, 0x5a, 0x60, 0xba, 0x84, 0x4a, 0xf4, 0x92, 0xec,
+            0x2c, 0xc4, 0x44, 0x49, 0xc5, 0x69, 0x7b, 0x32, 0x69, 0x19, 0x70, 0x3b, 0xac, 0x03,
+            0x1c, 0xae, 0x7f, 0x60,
+        ];
+        let signing = ed25519_dalek::SigningKey::from_bytes(&secret);
+        let PublicKey::Ed25519(key) = PublicKey::parse_ed25519(&format!(
+            "whpk_{}",
+            base64::engine::general_purpose::STANDARD.encode(signing.verifying_key().as_bytes())
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        let crate::verify::presets::Kind::Hmac(p) =
+            crate::verify::presets::find("standard-webhooks")
+                .unwrap()
+                .kind
+        else {
+            panic!()
+        };
+        let s = StandardAsymScheme {
+            key,
+            spec: p.spec().unwrap(),
+        };
+        let body = br#"{"test": 2432232314}"#;
+        let sig = signing.sign(b"msg_1.1700000000.{\"test\": 2432232314}");
+        let value = format!(
+            "v1,AAAA v1a,{}",
+            base64::engine::general_purpose::STANDARD.encode(sig.to_bytes())
+        );
+        let good = h(&[
+            ("webhook-id", "msg_1"),
+            ("webhook-timestamp", "1700000000"),
+            ("webhook-signature", &value),
+        ]);
+        assert_eq!(s.verify(&good, body, 1_700_000_000), Ok(()));
+        assert_eq!(
+            s.verify(&good, b"{}", 1_700_000_000),
+            Err(VerifyError::SignatureMismatch)
+        );
+        assert_eq!(
+            s.verify(&good, body, 1_700_000_400),
+            Err(VerifyError::TimestampStale)
+        );
+        let only_v1 = h(&[
+            ("webhook-id", "msg_1"),
+            ("webhook-timestamp", "1700000000"),
+            ("webhook-signature", "v1,AAAA"),
+        ]);
+        assert_eq!(
+            s.verify(&only_v1, body, 1_700_000_000),
+            Err(VerifyError::SignatureMalformed)
         );
     }
 
