@@ -19,7 +19,8 @@ pub fn headers(route: &Route, body: &[u8], now: SystemTime) -> Vec<(String, Stri
         // The clientState travels in the body, which `sign` sends as it is.
         // Public-key schemes cannot be signed without the sender's private key.
         Scheme::None | Scheme::ClientState(_) | Scheme::Key(_) | Scheme::Mailgun(_) => {}
-        Scheme::Netlify(_) | Scheme::StandardAsym(_) => {}
+        Scheme::StandardAsym(_) => {}
+        Scheme::Netlify(n) => out.push(("X-Webhook-Signature".to_string(), n.sign_value(body))),
         Scheme::Twilio(t) => {
             let query = t.url.split_once('?').map(|(_, q)| q);
             out.push(("X-Twilio-Signature".to_string(), t.sign_value(query, body)));
@@ -67,8 +68,17 @@ pub fn caveats(route: &Route, body: &[u8]) -> Vec<String> {
     if let Scheme::Key(_) = &route.verifier.scheme {
         notes.push("a public-key scheme: only the sender's private key can sign, so no signature is printed".to_string());
     }
-    if let Scheme::Mailgun(_) | Scheme::Netlify(_) = &route.verifier.scheme {
-        notes.push("this sender's signature is made from the whole message (Mailgun: inside the body; Netlify: a JWS over the body's hash); sign prints none".to_string());
+    if let Scheme::Mailgun(m) = &route.verifier.scheme {
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            .to_string();
+        let token = format!("{:016x}{:016x}", random_u64(), random_u64().rotate_left(17));
+        notes.push(format!(
+            "Mailgun signs inside the body: give the body this top-level \"signature\" field: {}",
+            m.sign_object(&now, &token)
+        ));
     }
     if let Scheme::Twilio(_) = &route.verifier.scheme {
         notes.push("send to the URL configured as verify.url (Twilio signs the URL it calls, query included)".to_string());

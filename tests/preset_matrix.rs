@@ -20,7 +20,7 @@ fn secret_for(kind: Kind, n: u8) -> Option<String> {
                 ["whsec_c2VjcmV0LW9uZQ==", "whsec_c2VjcmV0LXR3bw=="][n as usize].to_string()
             }
         }),
-        Kind::Token { .. } | Kind::Twilio => Some(format!("token-{n}")),
+        Kind::Token { .. } | Kind::Twilio | Kind::Netlify => Some(format!("token-{n}")),
         _ => None,
     }
 }
@@ -69,6 +69,7 @@ fn signature_header(route: &Route) -> HeaderName {
         Scheme::Token(t) => t.header.clone(),
         Scheme::Basic(_) => http::header::AUTHORIZATION,
         Scheme::Twilio(_) => HeaderName::from_static("x-twilio-signature"),
+        Scheme::Netlify(_) => HeaderName::from_static("x-webhook-signature"),
         other => panic!("not signable: {other:?}"),
     }
 }

@@ -425,6 +425,21 @@ impl MailgunScheme {
         }
     }
 
+    /// The `signature` object Mailgun would put in the body, with the first key.
+    pub fn sign_object(&self, timestamp: &str, token: &str) -> serde_json::Value {
+        let sig = self.keys.first().map(|k| {
+            let mut mac = k.clone();
+            mac.update(timestamp.as_bytes());
+            mac.update(token.as_bytes());
+            mac.finalize()
+                .into_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        });
+        serde_json::json!({ "timestamp": timestamp, "token": token, "signature": sig.unwrap_or_default() })
+    }
+
     pub fn verify(&self, body: &[u8], now_unix: i64) -> Result<(), VerifyError> {
         let v: serde_json::Value =
             serde_json::from_slice(body).map_err(|_| VerifyError::SignatureMissing)?;
@@ -486,6 +501,29 @@ impl NetlifyScheme {
         NetlifyScheme {
             keys: hmac_keys(secrets),
         }
+    }
+
+    /// The JWS Netlify would send for `body`, with the first key.
+    pub fn sign_value(&self, body: &[u8]) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let hash: String = Sha256::digest(body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let head = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let claims = URL_SAFE_NO_PAD
+            .encode(serde_json::json!({ "iss": "netlify", "sha256": hash }).to_string());
+        let Some(key) = self.keys.first() else {
+            return String::new();
+        };
+        let mut mac = key.clone();
+        mac.update(head.as_bytes());
+        mac.update(b".");
+        mac.update(claims.as_bytes());
+        format!(
+            "{head}.{claims}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
     }
 
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
@@ -703,6 +741,8 @@ mod tests {
             r#"{{"signature":{{"timestamp":"1700000900","token":"tok123","signature":"{sig}"}},"event-data":{{"event":"delivered"}}}}"#
         );
         assert_eq!(s.verify(body.as_bytes(), 1_700_000_910), Ok(()));
+        let object = s.sign_object("1700000900", "tok123");
+        assert_eq!(object["signature"], sig);
         let forged = body.replace("tok123", "tok124");
         assert_eq!(
             s.verify(forged.as_bytes(), 0),
@@ -733,6 +773,11 @@ mod tests {
         assert_eq!(
             s.verify(&h(&[("x-webhook-signature", "a.b")]), body),
             Err(VerifyError::SignatureMalformed)
+        );
+        let signed = s.sign_value(body);
+        assert_eq!(
+            s.verify(&h(&[("x-webhook-signature", &signed)]), body),
+            Ok(())
         );
         let wrong = NetlifyScheme::new(&[b"other".to_vec()]);
         assert_eq!(
