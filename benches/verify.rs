@@ -88,7 +88,8 @@ fn headers(extra: &[(&str, &str)]) -> HeaderMap {
 /// Headers carrying a correct signature for `body` (and the timestamp, for the
 /// timestamped scheme).
 fn signed_headers(scheme: &HmacScheme, body: &[u8], timestamp: &str) -> HeaderMap {
-    let value = scheme.sign_value(body, timestamp.as_bytes(), b"");
+    let id = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
+    let value = scheme.sign_value(body, timestamp.as_bytes(), id.as_bytes());
     let mut extra = vec![(scheme.spec.header.as_str(), value.as_str())];
     if let Some(TimestampSpec {
         source: TimestampSource::Header(ts),
@@ -97,8 +98,8 @@ fn signed_headers(scheme: &HmacScheme, body: &[u8], timestamp: &str) -> HeaderMa
     {
         extra.push((ts.as_str(), timestamp));
     }
-    if let Some(id) = &scheme.spec.id_header {
-        extra.push((id.as_str(), "72d3162e-cc78-11e3-81ab-4c9367dc0958"));
+    if let Some(id_header) = &scheme.spec.id_header {
+        extra.push((id_header.as_str(), id));
     }
     headers(&extra)
 }

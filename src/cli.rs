@@ -1,5 +1,6 @@
-//! The command line: `serve`, `check` and `sink`, and the exit codes (0 ok, 64 invalid
-//! config, 1 a runtime failure such as a port in use, 2 bad arguments).
+//! The command line: `serve`, `check`, `sign` and `sink`, and the exit codes (0 ok, 64
+//! invalid config or unknown route, 66 an unreadable input file, 1 a runtime failure
+//! such as a port in use, 2 bad arguments).
 
 use crate::config::{self, units, Config, Errors};
 use crate::log::LogFormat;

@@ -3,8 +3,8 @@
 //! challenges, Azure's validation event, Graph's `validationToken`, Asana's
 //! `X-Hook-Secret`) are answered before verification, after the route's IP allowlist
 //! and rate limit; signed ones (Slack's `url_verification`, Zoom's
-//! `endpoint.url_validation`, Twitch's `webhook_callback_verification`) only after the
-//! signature has been verified. Which handshakes a route answers follows from its
+//! `endpoint.url_validation`, Twitch's `webhook_callback_verification`, Discord's PING)
+//! only after the signature has been verified. Which handshakes a route answers follows from its
 //! preset. The decisions are pure functions of the request; the server sends what they
 //! return.
 

@@ -65,7 +65,7 @@ pub fn headers(route: &Route, body: &[u8], now: SystemTime) -> Vec<(String, Stri
 /// Notes for the user about what `sign` cannot do for this route.
 pub fn caveats(route: &Route, body: &[u8]) -> Vec<String> {
     let mut notes = Vec::new();
-    if let Scheme::Key(_) = &route.verifier.scheme {
+    if let Scheme::Key(_) | Scheme::StandardAsym(_) = &route.verifier.scheme {
         notes.push("a public-key scheme: only the sender's private key can sign, so no signature is printed".to_string());
     }
     if let Scheme::Mailgun(m) = &route.verifier.scheme {

@@ -96,6 +96,8 @@ pub struct DedupSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdFrom {
     Header(HeaderName),
+    /// The first of these headers present (a scheme sent under either of two names).
+    Headers(Vec<HeaderName>),
     /// A path of object keys in the JSON body.
     Json(Vec<String>),
 }
@@ -109,6 +111,12 @@ impl IdFrom {
                 .map(|v| v.as_bytes().trim_ascii())
                 .filter(|v| !v.is_empty())
                 .map(<[u8]>::to_vec),
+            IdFrom::Headers(names) => names
+                .iter()
+                .find_map(|h| headers.get(h))
+                .map(|v| v.as_bytes().trim_ascii())
+                .filter(|v| !v.is_empty())
+                .map(<[u8]>::to_vec),
             IdFrom::Json(path) => crate::verify::hmac::json_field(body, path)
                 .filter(|v| !v.is_empty())
                 .map(String::into_bytes),
@@ -118,6 +126,11 @@ impl IdFrom {
     pub fn describe(&self) -> String {
         match self {
             IdFrom::Header(h) => format!("header:{h}"),
+            IdFrom::Headers(hs) => hs
+                .iter()
+                .map(|h| format!("header:{h}"))
+                .collect::<Vec<_>>()
+                .join("|"),
             IdFrom::Json(p) => format!("json:{}", p.join(".")),
         }
     }
@@ -615,7 +628,11 @@ fn read_dedup(node: Node<'_>, verifier: &Verifier, errs: &mut Errors) -> Option<
         }),
         None => match &verifier.scheme {
             Scheme::Hmac(h) if h.spec.id_header.is_some() => {
-                Some(IdFrom::Header(h.spec.id_header.clone().expect("checked")))
+                let primary = h.spec.id_header.clone().expect("checked");
+                Some(match &h.spec.fallback {
+                    Some(f) => IdFrom::Headers(vec![primary, f.id.clone()]),
+                    None => IdFrom::Header(primary),
+                })
             }
             _ => {
                 errs.push(

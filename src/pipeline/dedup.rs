@@ -137,18 +137,28 @@ impl DedupStore {
         }
     }
 
-    /// Drops the oldest entries beyond the bound, and expired ones at the front.
+    /// Drops the oldest entries beyond the bound, and expired ones at the front. An id
+    /// in flight is never dropped (that would let its duplicate through): it goes to the
+    /// back of the queue instead; there are at most as many as requests in flight.
     fn evict(&self, inner: &mut Inner, now: Instant) {
+        let mut rotations = inner.order.len();
         while let Some((k, generation)) = inner.order.front() {
             let live = match inner.map.get(k) {
                 Some(e) if e.generation == *generation => Some(e.state),
                 _ => None,
             };
+            let over = inner.map.len() > self.max_entries;
             let drop = match live {
                 None => true, // stale queue item
-                Some(_) if inner.map.len() > self.max_entries => true,
-                Some(State::Done { until }) => until <= now,
+                Some(State::InFlight) if over && rotations > 0 => {
+                    rotations -= 1;
+                    let item = inner.order.pop_front().expect("front exists");
+                    inner.order.push_back(item);
+                    continue;
+                }
                 Some(State::InFlight) => false,
+                Some(_) if over => true,
+                Some(State::Done { until }) => until <= now,
             };
             if !drop {
                 break;
@@ -248,6 +258,22 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert!(Ticket::take(&s, b"a", t0).is_ok(), "the oldest went first");
         assert_eq!(Ticket::take(&s, b"d", t0).err(), Some(Reject::Duplicate));
+    }
+
+    #[test]
+    fn ids_in_flight_are_never_evicted() {
+        let s = Arc::new(DedupStore::new(W, 2));
+        let t0 = Instant::now();
+        let first = Ticket::take(&s, b"slow", t0).unwrap();
+        for id in [b"a", b"b", b"c"] {
+            Ticket::take(&s, id, t0).unwrap().accept(t0);
+        }
+        assert_eq!(
+            Ticket::take(&s, b"slow", t0).err(),
+            Some(Reject::DuplicateInFlight)
+        );
+        first.accept(t0);
+        assert_eq!(Ticket::take(&s, b"slow", t0).err(), Some(Reject::Duplicate));
     }
 
     #[test]
