@@ -79,6 +79,17 @@ pub fn for_preset(id: &str) -> &'static [Kind] {
     }
 }
 
+/// The `Allow` value for a route with these handshakes: POST and the probes' methods.
+pub fn allowed_methods(kinds: &[Kind]) -> String {
+    let mut methods = vec!["POST".to_string()];
+    for m in kinds.iter().filter_map(|k| k.probe_method()) {
+        if !methods.iter().any(|x| x == m.as_str()) {
+            methods.push(m.as_str().to_string());
+        }
+    }
+    methods.join(", ")
+}
+
 /// Whether a route with these handshakes accepts `method` (POST always).
 pub fn allows_method(kinds: &[Kind], method: &Method) -> bool {
     method == Method::POST
@@ -413,6 +424,12 @@ mod tests {
             Some(Probe::Refused(Kind::MetaHubChallenge))
         );
         assert!(allows_method(k, &Method::GET) && !allows_method(k, &Method::PUT));
+        assert_eq!(allowed_methods(k), "POST, GET");
+        assert_eq!(
+            allowed_methods(for_preset("azure-event-grid")),
+            "POST, OPTIONS"
+        );
+        assert_eq!(allowed_methods(&[]), "POST");
     }
 
     #[test]

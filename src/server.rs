@@ -189,7 +189,15 @@ impl Gateway {
                     .map(|i| self.routes[i].route.reject_status)
                     .unwrap_or(StatusCode::NOT_ACCEPTABLE);
                 log.reject(reject);
-                reject_response(reject, reject_status)
+                let mut resp = reject_response(reject, reject_status);
+                // A route that answers handshake probes allows their methods too.
+                if let (Reject::MethodNotAllowed, Some(i)) = (reject, log.route_index) {
+                    let allow = handshake::allowed_methods(self.routes[i].route.handshakes);
+                    if let Ok(v) = HeaderValue::from_str(&allow) {
+                        resp.headers_mut().insert(header::ALLOW, v);
+                    }
+                }
+                resp
             }
         };
         resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());

@@ -189,6 +189,7 @@ async fn probes_are_answered_before_verification() {
     );
     let r = send(gw.addr, "GET", "/meta", &[], "").await;
     assert_eq!(r.status, 405, "a GET that is no handshake is not forwarded");
+    assert_eq!(r.headers["allow"], "POST, GET");
     // Dropbox challenge echo.
     let r = send(
         gw.addr,
