@@ -66,6 +66,11 @@ pub enum Command {
         /// Where the curl command sends the delivery [default: http://<listen>].
         #[arg(long)]
         url: Option<String>,
+        /// For public-key schemes (discord, sendgrid, standard-webhooks v1a): a file
+        /// holding the private key of a test key pair (Ed25519 seed in hex or base64,
+        /// or a P-256 PKCS#8 key in PEM or base64 DER).
+        #[arg(long)]
+        private_key: Option<PathBuf>,
     },
     /// Run a minimal upstream that answers every request (for demos and benchmarks).
     Sink {
@@ -100,6 +105,7 @@ pub fn sign(
     body_path: &Path,
     print: SignOutput,
     url: Option<&str>,
+    private_key: Option<&Path>,
 ) -> Result<String, (String, i32)> {
     let Some(route) = config.routes.iter().find(|r| r.name == route_name) else {
         let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
@@ -117,7 +123,19 @@ pub fn sign(
             EXIT_NOINPUT,
         )
     })?;
-    let headers = crate::sign::headers(route, &body, std::time::SystemTime::now());
+    let key = match private_key {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| (format!("cannot read {}: {e}\n", p.display()), EXIT_NOINPUT))?;
+            Some(
+                crate::sign::PrivateKey::parse(&text)
+                    .map_err(|e| (format!("{}: {e}\n", p.display()), EXIT_CONFIG))?,
+            )
+        }
+        None => None,
+    };
+    let headers =
+        crate::sign::headers_with_key(route, &body, std::time::SystemTime::now(), key.as_ref());
     let mut out = String::new();
     for note in crate::sign::caveats(route, &body) {
         out.push_str(&format!("# note: {note}\n"));

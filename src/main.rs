@@ -76,6 +76,7 @@ fn main() -> ExitCode {
             body,
             print,
             url,
+            private_key,
         } => {
             let source = cli::read_source(config.as_deref());
             let cfg = match cli::load(&source) {
@@ -85,7 +86,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG as u8);
                 }
             };
-            match cli::sign(&cfg, &route, &body, print, url.as_deref()) {
+            match cli::sign(
+                &cfg,
+                &route,
+                &body,
+                print,
+                url.as_deref(),
+                private_key.as_deref(),
+            ) {
                 Ok(out) => {
                     print!("{out}");
                     ExitCode::SUCCESS

@@ -10,6 +10,68 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The header fields to send, in order.
 pub fn headers(route: &Route, body: &[u8], now: SystemTime) -> Vec<(String, String)> {
+    headers_with_key(route, body, now, None)
+}
+
+/// A private key for the public-key schemes, which only the sender's key can sign.
+pub enum PrivateKey {
+    Ed25519(Box<ed25519_dalek::SigningKey>),
+    P256(Box<p256::ecdsa::SigningKey>),
+}
+
+impl PrivateKey {
+    /// Ed25519: a 32-byte seed as 64 hex digits or base64; P-256: PKCS#8 DER as
+    /// base64, or PEM.
+    pub fn parse(text: &str) -> Result<PrivateKey, String> {
+        use base64::Engine;
+        let t = text.trim();
+        if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let seed: Vec<u8> = (0..32)
+                .map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16).expect("hex"))
+                .collect();
+            let seed: [u8; 32] = seed.try_into().expect("32 bytes");
+            return Ok(PrivateKey::Ed25519(Box::new(
+                ed25519_dalek::SigningKey::from_bytes(&seed),
+            )));
+        }
+        let b64: String = t.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| "the private key is neither 64 hex digits, base64, nor PEM".to_string())?;
+        if der.len() == 32 {
+            let seed: [u8; 32] = der.try_into().expect("32 bytes");
+            return Ok(PrivateKey::Ed25519(Box::new(
+                ed25519_dalek::SigningKey::from_bytes(&seed),
+            )));
+        }
+        use p256::pkcs8::DecodePrivateKey;
+        p256::ecdsa::SigningKey::from_pkcs8_der(&der)
+            .map(|k| PrivateKey::P256(Box::new(k)))
+            .map_err(|_| "the private key is not an Ed25519 seed or a P-256 PKCS#8 key".to_string())
+    }
+
+    fn sign_hex_or_der(&self, message: &[u8]) -> (Vec<u8>, bool) {
+        match self {
+            PrivateKey::Ed25519(k) => {
+                use ed25519_dalek::Signer;
+                (k.sign(message).to_bytes().to_vec(), true)
+            }
+            PrivateKey::P256(k) => {
+                use p256::ecdsa::signature::Signer;
+                let sig: p256::ecdsa::Signature = k.sign(message);
+                (sig.to_der().as_bytes().to_vec(), false)
+            }
+        }
+    }
+}
+
+/// [`headers`], with a private key for public-key schemes.
+pub fn headers_with_key(
+    route: &Route,
+    body: &[u8],
+    now: SystemTime,
+    key: Option<&PrivateKey>,
+) -> Vec<(String, String)> {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let mut out = Vec::new();
     if serde_json::from_slice::<serde_json::Value>(body).is_ok() {
@@ -18,8 +80,51 @@ pub fn headers(route: &Route, body: &[u8], now: SystemTime) -> Vec<(String, Stri
     match &route.verifier.scheme {
         // The clientState travels in the body, which `sign` sends as it is.
         // Public-key schemes cannot be signed without the sender's private key.
-        Scheme::None | Scheme::ClientState(_) | Scheme::Key(_) | Scheme::Mailgun(_) => {}
-        Scheme::StandardAsym(_) => {}
+        Scheme::None | Scheme::ClientState(_) | Scheme::Mailgun(_) => {}
+        Scheme::Key(k) => {
+            if let Some(key) = key {
+                use base64::Engine;
+                let ts = since.as_secs().to_string();
+                let mut message = ts.clone().into_bytes();
+                message.extend_from_slice(body);
+                let (sig, ed) = key.sign_hex_or_der(&message);
+                let value = if ed {
+                    sig.iter().map(|b| format!("{b:02x}")).collect()
+                } else {
+                    base64::engine::general_purpose::STANDARD.encode(sig)
+                };
+                out.push((k.timestamp_header.to_string(), ts));
+                out.push((k.signature_header.to_string(), value));
+            }
+        }
+        Scheme::StandardAsym(s) => {
+            if let Some(key) = key {
+                use base64::Engine;
+                let ts = since.as_secs().to_string();
+                let id = format!("msg_{:016x}{:08x}", random_u64(), since.subsec_nanos());
+                let mut message = format!("{id}.{ts}.").into_bytes();
+                message.extend_from_slice(body);
+                let (sig, _) = key.sign_hex_or_der(&message);
+                if let (
+                    Some(id_header),
+                    Some(crate::verify::hmac::TimestampSpec {
+                        source: TimestampSource::Header(ts_header),
+                        ..
+                    }),
+                ) = (&s.spec.id_header, &s.spec.timestamp)
+                {
+                    out.push((id_header.to_string(), id));
+                    out.push((ts_header.to_string(), ts));
+                }
+                out.push((
+                    s.spec.header.to_string(),
+                    format!(
+                        "v1a,{}",
+                        base64::engine::general_purpose::STANDARD.encode(sig)
+                    ),
+                ));
+            }
+        }
         Scheme::Netlify(n) => out.push(("X-Webhook-Signature".to_string(), n.sign_value(body))),
         Scheme::Twilio(t) => {
             let query = t.url.split_once('?').map(|(_, q)| q);
@@ -66,7 +171,7 @@ pub fn headers(route: &Route, body: &[u8], now: SystemTime) -> Vec<(String, Stri
 pub fn caveats(route: &Route, body: &[u8]) -> Vec<String> {
     let mut notes = Vec::new();
     if let Scheme::Key(_) | Scheme::StandardAsym(_) = &route.verifier.scheme {
-        notes.push("a public-key scheme: only the sender's private key can sign, so no signature is printed".to_string());
+        notes.push("a public-key scheme: only the sender's private key signs; pass --private-key (your own test key pair) to sign".to_string());
     }
     if let Scheme::Mailgun(m) = &route.verifier.scheme {
         let now = std::time::SystemTime::now()
@@ -244,5 +349,63 @@ mod tests {
                 p.id
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use base64::Engine;
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    fn verify_signed(yaml_verify: &str, key: &PrivateKey, body: &[u8]) {
+        let yaml = format!("routes:\n  - name: r\n    path: /r\n    upstream: http://127.0.0.1:1/\n    verify: {{ {yaml_verify} }}\n");
+        let config = crate::config::load_str(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let route = &config.routes[0];
+        let mut map = HeaderMap::new();
+        for (k, v) in headers_with_key(route, body, SystemTime::now(), Some(key)) {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(&v).unwrap(),
+            );
+        }
+        let req = crate::verify::Request {
+            headers: &map,
+            body,
+            method: &http::Method::POST,
+            query: None,
+            now_unix: crate::verify::now_unix(),
+        };
+        assert_eq!(
+            route.verifier.verify(&req),
+            Ok(()),
+            "{yaml_verify}: {map:?}"
+        );
+        let tampered = crate::verify::Request { body: b"{}", ..req };
+        assert!(route.verifier.verify(&tampered).is_err());
+    }
+
+    #[test]
+    fn public_key_schemes_sign_with_a_test_private_key() {
+        // RFC 8032 §7.1 TEST 1 seed; its public key is d75a…511a.
+        let ed =
+            PrivateKey::parse("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+                .unwrap();
+        verify_signed("preset: discord, public_key: d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", &ed, br#"{"type":2}"#);
+        verify_signed("preset: standard-webhooks, public_key: \"whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\"", &ed, br#"{"type":"x"}"#);
+
+        use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
+        let p = p256::ecdsa::SigningKey::from_slice(&[0x11; 32]).unwrap();
+        let pkcs8 =
+            base64::engine::general_purpose::STANDARD.encode(p.to_pkcs8_der().unwrap().as_bytes());
+        let spki = base64::engine::general_purpose::STANDARD
+            .encode(p.verifying_key().to_public_key_der().unwrap().as_bytes());
+        let key = PrivateKey::parse(&pkcs8).unwrap();
+        verify_signed(
+            &format!("preset: sendgrid, public_key: \"{spki}\""),
+            &key,
+            b"[{\"event\":\"processed\"}]\r\n",
+        );
+        assert!(PrivateKey::parse("not a key").is_err());
     }
 }
