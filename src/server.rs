@@ -255,7 +255,11 @@ impl Gateway {
         };
         log.bytes = body.len();
 
-        let learned = state.learned.read().ok().and_then(|l| l.clone());
+        // Only a route that learns its secret in a handshake looks for a learned one.
+        let learned = match route.handshakes.contains(&handshake::Kind::AsanaHookSecret) {
+            true => state.learned.read().ok().and_then(|l| l.clone()),
+            false => None,
+        };
         let verifier = learned.as_deref().unwrap_or(&route.verifier);
         let vreq = crate::verify::Request {
             headers: &parts.headers,
