@@ -156,6 +156,10 @@ pub fn percent_decode(s: &str) -> Option<String> {
         match b[i] {
             b'%' => {
                 let hex = b.get(i + 1..i + 3)?;
+                // from_str_radix would accept a sign ("%+0"): require two hex digits.
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
                 out.push(v);
                 i += 3;
@@ -577,6 +581,9 @@ mod tests {
         );
         assert_eq!(query_param(Some("a=1&c"), "c").as_deref(), Some(""));
         assert_eq!(query_param(Some("a=%zz"), "a"), None);
+        // Found by the `query` fuzz target: a sign is not a hex digit.
+        assert_eq!(percent_decode("c4%+0"), None);
+        assert_eq!(percent_decode("%-1"), None);
         assert_eq!(query_param(None, "a"), None);
     }
 }

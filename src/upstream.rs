@@ -453,7 +453,11 @@ impl Chunked {
                     let size_text = std::str::from_utf8(size_part)
                         .map_err(|_| Malformed)?
                         .trim();
-                    if size_text.is_empty() || size_text.len() > 8 {
+                    // Only hex digits: from_str_radix would also take a sign ("+5").
+                    if size_text.is_empty()
+                        || size_text.len() > 8
+                        || !size_text.bytes().all(|b| b.is_ascii_hexdigit())
+                    {
                         return Err(Malformed);
                     }
                     let size = usize::from_str_radix(size_text, 16).map_err(|_| Malformed)?;
@@ -628,7 +632,12 @@ mod tests {
         }
         assert!(finished);
         assert_eq!(&out[..], b"hello world");
-        for bad in [&b"zz\r\n"[..], b"5\r\nhelloXX", b"123456789\r\n"] {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"5\r\nhelloXX",
+            b"123456789\r\n",
+            b"+5\r\nhello\r\n",
+        ] {
             let mut buf = BytesMut::from(bad);
             assert!(
                 Chunked::default()
