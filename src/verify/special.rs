@@ -164,7 +164,7 @@ impl TwilioScheme {
             for key in &self.keys {
                 let mut mac = key.clone();
                 mac.update(&signed);
-                matched |= mac.finalize().into_bytes().as_slice().ct_eq(&sig);
+                matched |= mac.finalize().into_bytes()[..].ct_eq(&sig);
             }
         }
         if bool::from(matched) {
@@ -394,7 +394,7 @@ fn any_mac(keys: &[HmacSha256], parts: &[&[u8]], sig: &[u8]) -> bool {
         for p in parts {
             mac.update(p);
         }
-        matched |= mac.finalize().into_bytes().as_slice().ct_eq(sig);
+        matched |= mac.finalize().into_bytes()[..].ct_eq(sig);
     }
     matched.into()
 }
