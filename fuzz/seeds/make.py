@@ -77,6 +77,9 @@ stamps |= {
     "0000-01-01T00:00:00Z",
     "9999-12-31T23:59:59Z",
     "2016-12-31T23:59:60Z",
+    # Valid instants at the edges of the four-digit years.
+    "9999-12-31T23:59:59+00:01",
+    "0000-01-01T00:00:00-00:01",
 }
 write("rfc3339", sorted(stamps))
 
@@ -95,6 +98,8 @@ heads = [
     "HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n",
     "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello",
     "HTTP/1.1 200 OK\n\n",
+    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, identity\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nconnection: close\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
 ]
 write("response_head", heads)
 
@@ -106,6 +111,8 @@ write("chunked", [
     b"A\r\n0123456789\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n",
     b"\x07payload for the round trip\xffleftover",
     b'{"ok":true}',
+    # A long chunk extension (the decoder limits a size line to 1 KiB while it waits).
+    b"1;" + b"e" * 1000 + b"\r\nX\r\n0\r\n\r\n",
 ])
 
 # config: the shipped configs and the config contract.
