@@ -545,6 +545,21 @@ fn timestamp_seconds(raw: &[u8], unit: TimeUnit) -> Result<i64, VerifyError> {
 }
 
 /// Checks a timestamp against `now`: at most `past` old and `future` ahead.
+/// Checks a unix-seconds timestamp against `now`: at most `past` old, `future` ahead.
+pub(crate) fn check_unix(
+    raw: &[u8],
+    now_unix: i64,
+    past: Duration,
+    future: Duration,
+) -> Result<(), VerifyError> {
+    check_window(
+        timestamp_seconds(raw, TimeUnit::Seconds)?,
+        now_unix,
+        past,
+        future,
+    )
+}
+
 fn check_window(
     ts: i64,
     now_unix: i64,

@@ -258,17 +258,7 @@ impl KeyScheme {
             .ok_or(VerifyError::TimestampMissing)?;
         let ts = ts.as_bytes().trim_ascii();
         if let Some(tol) = self.tolerance {
-            let secs: i64 = std::str::from_utf8(ts)
-                .ok()
-                .and_then(|t| t.parse().ok())
-                .ok_or(VerifyError::TimestampInvalid)?;
-            let tol = tol.as_secs() as i64;
-            if secs < now_unix - tol {
-                return Err(VerifyError::TimestampStale);
-            }
-            if secs > now_unix + tol {
-                return Err(VerifyError::TimestampFuture);
-            }
+            super::hmac::check_unix(ts, now_unix, tol, tol)?;
         }
         let mut message = Vec::with_capacity(ts.len() + body.len());
         message.extend_from_slice(ts);
@@ -347,16 +337,7 @@ impl StandardAsymScheme {
             .ok_or(VerifyError::TimestampMissing)?
             .as_bytes()
             .trim_ascii();
-        let secs: i64 = std::str::from_utf8(ts)
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .ok_or(VerifyError::TimestampInvalid)?;
-        if secs < now_unix - spec.tolerance.as_secs() as i64 {
-            return Err(VerifyError::TimestampStale);
-        }
-        if secs > now_unix + spec.future_tolerance.as_secs() as i64 {
-            return Err(VerifyError::TimestampFuture);
-        }
+        super::hmac::check_unix(ts, now_unix, spec.tolerance, spec.future_tolerance)?;
         let id_name = spec.id_header.as_ref().ok_or(VerifyError::IdMissing)?;
         let id = headers
             .get(id_name)
@@ -458,16 +439,7 @@ impl MailgunScheme {
             .filter(|s| s.len() == 32)
             .ok_or(VerifyError::SignatureMalformed)?;
         if let Some(tol) = self.tolerance {
-            let secs: i64 = timestamp
-                .parse()
-                .map_err(|_| VerifyError::TimestampInvalid)?;
-            let tol = tol.as_secs() as i64;
-            if secs < now_unix - tol {
-                return Err(VerifyError::TimestampStale);
-            }
-            if secs > now_unix + tol {
-                return Err(VerifyError::TimestampFuture);
-            }
+            super::hmac::check_unix(timestamp.as_bytes(), now_unix, tol, tol)?;
         }
         if any_mac(
             &self.keys,
