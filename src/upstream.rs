@@ -278,7 +278,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, Malformed> {
     let mut length: Option<usize> = None;
     let mut chunked = false;
     let mut has_te = false;
-    let mut close = http10;
+    let (mut saw_close, mut saw_keep_alive) = (false, false);
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Malformed)?;
         let value = HeaderValue::from_bytes(h.value).map_err(|_| Malformed)?;
@@ -296,24 +296,24 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, Malformed> {
         } else if name == http::header::TRANSFER_ENCODING {
             has_te = true;
             let text = std::str::from_utf8(h.value).map_err(|_| Malformed)?;
-            chunked = text
-                .rsplit(',')
-                .next()
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            // Several fields are one list: the last coding of all decides, and empty
+            // elements ("chunked, " or an empty field) do not count.
+            if let Some(last) = text.rsplit(',').map(str::trim).find(|c| !c.is_empty()) {
+                chunked = last.eq_ignore_ascii_case("chunked");
+            }
         } else if name == http::header::CONNECTION {
             let text = std::str::from_utf8(h.value).unwrap_or("");
             for token in text.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if http10 && token.eq_ignore_ascii_case("keep-alive") {
-                    close = false;
-                }
+                // "close" anywhere wins; "keep-alive" only matters for HTTP/1.0.
+                saw_close |= token.eq_ignore_ascii_case("close");
+                saw_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
             }
         }
         if !crate::forward::is_hop_by_hop(&name) {
             headers.append(name, value);
         }
     }
+    let close = saw_close || (http10 && !saw_keep_alive);
     let framing = if code == 204 || code == 304 {
         Framing::None
     } else if has_te {
@@ -441,6 +441,10 @@ impl Chunked {
         loop {
             match self.state {
                 ChunkState::Size => {
+                    // The same limit whether the line arrived whole or in pieces.
+                    if find_crlf(buf).is_some_and(|eol| eol > 1024) {
+                        return Err(Malformed);
+                    }
                     let Some(eol) = find_crlf(buf) else {
                         return if buf.len() > 1024 {
                             Err(Malformed)
@@ -496,6 +500,9 @@ impl Chunked {
                 }
                 ChunkState::Trailers => {
                     // Trailer fields are dropped; the message ends at an empty line.
+                    if find_crlf(buf).is_some_and(|eol| eol > 16 * 1024) {
+                        return Err(Malformed);
+                    }
                     let Some(eol) = find_crlf(buf) else {
                         return if buf.len() > 16 * 1024 {
                             Err(Malformed)
@@ -575,6 +582,12 @@ mod tests {
         assert_eq!(r.headers()["x-a"], "b");
         let (_, _, f, ka) = done("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n");
         assert_eq!((f, ka), (Framing::Chunked, true));
+        let (_, _, f, _) = done("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, \r\n\r\n");
+        assert_eq!(
+            f,
+            Framing::Chunked,
+            "found by the response_head fuzz target"
+        );
         let (_, _, f, _) = done("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n");
         assert_eq!(f, Framing::Close);
         let (_, _, f, ka) = done("HTTP/1.1 200 OK\r\n\r\n");
@@ -593,6 +606,15 @@ mod tests {
         let (_, _, f, ka) =
             done("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n");
         assert_eq!((f, ka), (Framing::Chunked, false));
+    }
+
+    #[test]
+    fn close_anywhere_wins() {
+        // Found by the response_head fuzz target.
+        let raw = "HTTP/1.0 200 OK\r\nconnection: close\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n";
+        assert!(!done(raw).3);
+        let raw = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked,\r\ntransfer-encoding:\r\n\r\n";
+        assert_eq!(done(raw).2, Framing::Chunked);
     }
 
     #[test]

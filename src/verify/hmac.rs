@@ -525,7 +525,13 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset)
+    // A leap second (:60) counts as :59, so that every parsed time formats back to a
+    // time that parses to it (found by the rfc3339 fuzz target at 9999-12-31T23:59:60Z).
+    let sec = sec.min(59);
+    let t = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    // Only years 0000 to 9999 (an offset can push a time past either end), so that every
+    // parsed time formats back to four-digit years.
+    (-62_167_219_200..253_402_300_800).contains(&t).then_some(t)
 }
 
 /// Reads a timestamp in `unit` as unix seconds.
@@ -1348,6 +1354,10 @@ mod shapes {
         );
         assert_eq!(parse_rfc3339("2023-11-14T22:13:20"), Some(1_700_000_000));
         assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:60Z"),
+            parse_rfc3339("2023-11-14T22:13:59Z")
+        );
         for bad in [
             "",
             "2023-13-01T00:00:00Z",
