@@ -445,8 +445,9 @@ impl Chunked {
                     if find_crlf(buf).is_some_and(|eol| eol > 1024) {
                         return Err(Malformed);
                     }
+                    // A line of the limit's length may still await its LF: limit + 1.
                     let Some(eol) = find_crlf(buf) else {
-                        return if buf.len() > 1024 {
+                        return if buf.len() > 1024 + 1 {
                             Err(Malformed)
                         } else {
                             Ok(false)
@@ -504,7 +505,7 @@ impl Chunked {
                         return Err(Malformed);
                     }
                     let Some(eol) = find_crlf(buf) else {
-                        return if buf.len() > 16 * 1024 {
+                        return if buf.len() > 16 * 1024 + 1 {
                             Err(Malformed)
                         } else {
                             Ok(false)
