@@ -80,6 +80,9 @@ stamps |= {
     # Valid instants at the edges of the four-digit years.
     "9999-12-31T23:59:59+00:01",
     "0000-01-01T00:00:00-00:01",
+    # Regressions (minimised findings of the rfc3339 target).
+    "9999-12-31T23:59:60Z",
+    "0000-01-01T00:00:00+00:01",
 }
 write("rfc3339", sorted(stamps))
 
@@ -100,6 +103,9 @@ heads = [
     "HTTP/1.1 200 OK\n\n",
     "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, identity\r\n\r\n",
     "HTTP/1.1 200 OK\r\nconnection: close\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
+    # Regressions (minimised findings of the response_head target).
+    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, \r\n\r\n",
+    "HTTP/1.0 200 K\nconnection: close\nconnection:keep-alive\n\n",
 ]
 write("response_head", heads)
 
@@ -113,6 +119,8 @@ write("chunked", [
     b'{"ok":true}',
     # A long chunk extension (the decoder limits a size line to 1 KiB while it waits).
     b"1;" + b"e" * 1000 + b"\r\nX\r\n0\r\n\r\n",
+    # Regression: a size line over the 1 KiB limit, accepted only when it arrives whole.
+    b"0;" + b"e" * 1023 + b"\r\n\r\n",
 ])
 
 # config: the shipped configs and the config contract.
@@ -140,6 +148,8 @@ write("query", [
     "validationToken\nvalidationToken=Validation%3A+Testing+client+application",
     "crc_token\ncrc_token=%E2%9C%93&x",
     "a\na&a=2&%61=3",
+    # Regression (minimised finding of the query target): a sign is not a hex digit.
+    "%+0",
 ])
 
 # expand: config strings with ${VAR}.
