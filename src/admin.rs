@@ -11,6 +11,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+/// The admin port answers probes from the local kubelet or load balancer: a short head
+/// deadline is plenty.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Answers one admin request.
 pub fn respond(req: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> {
     let (status, body): (StatusCode, &'static [u8]) = match (req.method(), req.uri().path()) {
@@ -48,7 +52,7 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>) {
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(crate::server::HEADER_READ_TIMEOUT)
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });

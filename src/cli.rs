@@ -168,6 +168,16 @@ pub struct Source {
     pub text: Result<String, String>,
 }
 
+/// The config file `serve` reads (and reloads): the one named on the command line, else
+/// the default path if it exists; `None` means the embedded default.
+pub fn config_path(path: Option<&Path>) -> Option<std::path::PathBuf> {
+    match path {
+        Some(p) => Some(p.to_path_buf()),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => Some(DEFAULT_CONFIG_PATH.into()),
+        None => None,
+    }
+}
+
 /// Reads the config named on the command line, or the default one.
 pub fn read_source(path: Option<&Path>) -> Source {
     match path {

@@ -63,9 +63,17 @@ fn main() -> ExitCode {
                     routes = cfg.routes.len(),
                     "hookgate listening"
                 );
+                let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
                 #[cfg(unix)]
-                tokio::spawn(ignore_sighup());
-                let report = hookgate::server::run(cfg, listeners, shutdown_signal()).await;
+                tokio::spawn(forward_sighup(reload_tx));
+                #[cfg(not(unix))]
+                drop(reload_tx);
+                let reload = hookgate::reload::Options {
+                    path: cli::config_path(config.as_deref()),
+                    requests: Some(reload_rx),
+                };
+                let report =
+                    hookgate::server::run_with(cfg, listeners, shutdown_signal(), reload).await;
                 tracing::info!(cut = report.cut, "hookgate stopped");
                 ExitCode::SUCCESS
             })
@@ -147,15 +155,18 @@ async fn shutdown_signal() {
     }
 }
 
-/// SIGHUP's default action would end the process without a drain. Until config reload
-/// lands, it is logged and the running config keeps serving.
+/// SIGHUP asks for a config reload (its default action would end the process).
 #[cfg(unix)]
-async fn ignore_sighup() {
+async fn forward_sighup(reload: tokio::sync::mpsc::UnboundedSender<()>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot listen for SIGHUP; reload by changing the config file");
         return;
     };
     while hup.recv().await.is_some() {
-        tracing::warn!("SIGHUP received: config reload is not supported yet; restart hookgate to apply a changed config");
+        tracing::info!("SIGHUP received: reloading the config");
+        if reload.send(()).is_err() {
+            return;
+        }
     }
 }

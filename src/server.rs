@@ -1,8 +1,9 @@
 //! The public listener and the request handler. [`Gateway`] holds everything built from
 //! the config (route table, verifiers, limiters, the upstream client); [`Gateway::handle`]
 //! is the outer layer (request id, error → response, the one access-log line) around
-//! [`Gateway::handle_inner`], which runs the stages in order. [`serve`] takes an already
-//! bound listener and a shutdown future, so tests run it on port 0.
+//! [`Gateway::handle_inner`], which runs the stages in order. [`run`] takes already
+//! bound listeners and a shutdown future, so tests run it on port 0; the connections
+//! themselves are the business of [`crate::listener`], and reloads of [`crate::reload`].
 
 use crate::config::{Config, Route};
 use crate::forward::{self, ForwardInfo, X_REQUEST_ID};
@@ -19,10 +20,6 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -31,22 +28,14 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
-/// How long a client may take to send its request head (slowloris guard).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send its whole body once the head has arrived.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest request head hyper buffers (see ../shared/hardening.md).
-pub const MAX_HEAD_BUF: usize = 64 * 1024;
-/// HTTP/2 (h2c) limits.
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
-pub const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
 /// How often idle per-client rate-limit entries are forgotten.
 pub const RATE_PRUNE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// One route with its runtime state.
 pub struct RouteState {
     pub route: Route,
-    pub limiter: Option<RateLimiter>,
+    /// Shared with the previous generation when the route's rate limit is unchanged.
+    pub limiter: Option<Arc<RateLimiter>>,
     pub name_header: HeaderValue,
     pub pool: Arc<Pool>,
     pub dedup: Option<Arc<DedupStore>>,
@@ -54,14 +43,52 @@ pub struct RouteState {
     pub learned: std::sync::RwLock<Option<Arc<crate::verify::Verifier>>>,
 }
 
+impl RouteState {
+    /// The route's state, keeping what the same route in the previous generation had
+    /// learned and counted when it still applies: the rate-limit budgets (same limit),
+    /// the dedup memory (same window and size), a secret learned in a handshake.
+    fn new(route: &Route, previous: Option<&RouteState>, pool: Arc<Pool>) -> RouteState {
+        let limiter = match (route.rate_limit, previous) {
+            (Some(spec), Some(p)) if p.route.rate_limit == Some(spec) => p.limiter.clone(),
+            (spec, _) => spec.map(|s| Arc::new(RateLimiter::new(s))),
+        };
+        let dedup = match (&route.dedup, previous) {
+            (Some(d), Some(p))
+                if p.route
+                    .dedup
+                    .as_ref()
+                    .is_some_and(|o| o.window == d.window && o.max_entries == d.max_entries) =>
+            {
+                p.dedup.clone()
+            }
+            (d, _) => d
+                .as_ref()
+                .map(|d| Arc::new(DedupStore::new(d.window, d.max_entries))),
+        };
+        let learned = previous
+            .filter(|p| p.route.handshakes == route.handshakes)
+            .and_then(|p| p.learned.read().ok().and_then(|l| l.clone()));
+        RouteState {
+            limiter,
+            name_header: HeaderValue::from_str(&route.name).expect("route names are tokens"),
+            pool,
+            dedup,
+            learned: std::sync::RwLock::new(learned),
+            route: route.clone(),
+        }
+    }
+}
+
 /// Everything the handler needs, built once from a validated config.
 pub struct Gateway {
     table: RouteTable,
     routes: Vec<RouteState>,
     trusted: IpSet,
-    ids: RequestIds,
-    in_flight: AtomicUsize,
-    pub health: Arc<Health>,
+    ids: Arc<RequestIds>,
+    /// Requests in progress, counted across config generations.
+    in_flight: Arc<AtomicUsize>,
+    body_timeout: Duration,
+    pools: upstream::Pools,
 }
 
 /// Liveness and readiness, shared with the admin listener.
@@ -122,39 +149,54 @@ fn write_hex(out: &mut [u8], mut v: u64) {
     }
 }
 
-type Resp = Response<Full<Bytes>>;
+pub type Resp = Response<Full<Bytes>>;
+
+/// What the connection knows about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The request came over TLS.
+    pub tls: bool,
+    /// The raw-byte framing verdict for an HTTP/1 request (see [`pipeline::framing`]).
+    pub framing: Result<(), pipeline::framing::Malformed>,
+}
 
 impl Gateway {
-    pub fn new(config: &Config) -> Gateway {
+    /// Builds the gateway for `config`. `previous` is the generation it replaces on a
+    /// reload: per-route state carries over (see [`RouteState::new`]), and so do upstream
+    /// connection pools whose upstream and settings are unchanged.
+    pub fn new(config: &Config, previous: Option<&Gateway>) -> Gateway {
         let table = RouteTable::new(
             config
                 .routes
                 .iter()
                 .map(|r| (r.path.as_str(), r.host.as_deref())),
         );
-        let mut pools = upstream::Pools::default();
+        let mut pools = match previous {
+            Some(p) => p.pools.reuse(),
+            None => upstream::Pools::default(),
+        };
         let routes = config
             .routes
             .iter()
-            .map(|r| RouteState {
-                limiter: r.rate_limit.map(RateLimiter::new),
-                name_header: HeaderValue::from_str(&r.name).expect("route names are tokens"),
-                pool: pools.pool_for(&r.upstream.authority, config.pool),
-                dedup: r
-                    .dedup
-                    .as_ref()
-                    .map(|d| Arc::new(DedupStore::new(d.window, d.max_entries))),
-                learned: std::sync::RwLock::new(None),
-                route: r.clone(),
+            .map(|r| {
+                let pool =
+                    pools.pool_for_tls(&r.upstream.authority, config.pool, r.upstream_tls.clone());
+                let before =
+                    previous.and_then(|p| p.routes.iter().find(|s| s.route.name == r.name));
+                RouteState::new(r, before, pool)
             })
             .collect();
+        pools.forget_previous();
         Gateway {
             table,
             routes,
             trusted: config.trusted_proxies.clone(),
-            ids: RequestIds::new(),
-            in_flight: AtomicUsize::new(0),
-            health: Arc::new(Health::default()),
+            ids: previous
+                .map(|p| p.ids.clone())
+                .unwrap_or_else(|| Arc::new(RequestIds::new())),
+            in_flight: previous.map(|p| p.in_flight.clone()).unwrap_or_default(),
+            body_timeout: config.limits.body_timeout,
+            pools,
         }
     }
 
@@ -173,13 +215,19 @@ impl Gateway {
 
     /// The outer layer: request id, the stages, error → response, one log line.
     /// `peer_text` is the peer's address as text, rendered once per connection.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, peer_text: &str) -> Resp {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        peer_text: &str,
+        conn: ConnInfo,
+    ) -> Resp {
         let start = Instant::now();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let request_id = self.ids.take(req.headers().get(X_REQUEST_ID));
         let mut log = AccessLog::new(peer.ip(), req.method().clone(), req.uri().clone());
         let result = self
-            .handle_inner(req, peer, peer_text, &request_id, &mut log)
+            .handle_inner(req, peer, peer_text, conn, &request_id, &mut log)
             .await;
         let mut resp = match result {
             Ok(resp) => resp,
@@ -190,6 +238,12 @@ impl Gateway {
                     .unwrap_or(StatusCode::NOT_ACCEPTABLE);
                 log.reject(reject);
                 let mut resp = reject_response(reject, reject_status);
+                // A head another parser could read differently: do not read another
+                // request from this connection (HAProxy does the same).
+                if let Reject::Malformed(_) = reject {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 // A route that answers handshake probes allows their methods too.
                 if let (Reject::MethodNotAllowed, Some(i)) = (reject, log.route_index) {
                     let allow = handshake::allowed_methods(self.routes[i].route.handshakes);
@@ -213,9 +267,13 @@ impl Gateway {
         req: Request<Incoming>,
         peer: SocketAddr,
         peer_text: &str,
+        conn: ConnInfo,
         request_id: &HeaderValue,
         log: &mut AccessLog,
     ) -> Result<Resp, Reject> {
+        conn.framing.map_err(Reject::Malformed)?;
+        pipeline::framing::check(req.version(), req.uri(), req.headers())
+            .map_err(Reject::Malformed)?;
         let host = req.uri().host().or_else(|| {
             req.headers()
                 .get(header::HOST)
@@ -249,7 +307,7 @@ impl Gateway {
         let mut reading = std::pin::pin!(body::read_body(incoming, route.max_body, declared));
         let body = match std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await {
             Poll::Ready(result) => result?,
-            Poll::Pending => tokio::time::timeout(BODY_READ_TIMEOUT, reading)
+            Poll::Pending => tokio::time::timeout(self.body_timeout, reading)
                 .await
                 .map_err(|_| Reject::BodyTimeout)??,
         };
@@ -329,7 +387,7 @@ impl Gateway {
         let info = ForwardInfo {
             peer: peer_text,
             peer_trusted,
-            proto: "http",
+            proto: if conn.tls { "https" } else { "http" },
             original_host,
             request_id,
             route: &state.name_header,
@@ -465,6 +523,13 @@ pub(crate) fn reason_body(reject: Reject) -> &'static [u8] {
         };
     }
     line!(
+        "content_length_with_transfer_encoding",
+        "duplicate_content_length",
+        "unsupported_transfer_encoding",
+        "underscore_in_header_name",
+        "missing_host",
+        "duplicate_host",
+        "invalid_host",
         "unknown_route",
         "method_not_allowed",
         "ip_not_allowed",
@@ -487,94 +552,15 @@ pub(crate) fn reason_body(reject: Reject) -> &'static [u8] {
         "upstream_unreachable",
         "upstream_broken",
         "upstream_timeout",
+        "upstream_tls_failed",
     )
 }
 
-/// The HTTP/1.1 + h2c connection builder with the hardening defaults.
-pub fn connection_builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BUF)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(H2_MAX_HEADER_LIST)
-        .max_pending_accept_reset_streams(20)
-        .max_local_error_reset_streams(256);
-    b
-}
-
-/// What a finished [`serve`] reports.
+/// What a finished [`run`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeReport {
     /// Requests still in flight when the grace period ran out.
     pub cut: usize,
-}
-
-/// Accepts connections on `listener` until `shutdown` resolves, then stops accepting and
-/// lets in-flight requests finish within `grace`.
-pub async fn serve(
-    gateway: Arc<Gateway>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) -> ServeReport {
-    let builder = connection_builder();
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let gw = gateway.clone();
-                let peer_text: Arc<str> = crate::net::canonical(peer.ip()).to_string().into();
-                let svc = service_fn(move |req| {
-                    let gw = gw.clone();
-                    let peer_text = peer_text.clone();
-                    async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer, &peer_text).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            _ = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    gateway.health.set_ready(false);
-    tracing::info!(
-        in_flight = gateway.in_flight(),
-        grace_s = grace.as_secs_f64(),
-        "draining"
-    );
-    let cut = match tokio::time::timeout(grace, graceful.shutdown()).await {
-        Ok(()) => 0,
-        Err(_) => {
-            let cut = gateway.in_flight();
-            tracing::warn!(
-                cut,
-                "grace period ran out; cutting the requests still in flight"
-            );
-            cut
-        }
-    };
-    ServeReport { cut }
 }
 
 /// Bound sockets for [`run`].
@@ -599,39 +585,129 @@ pub async fn bind(config: &Config) -> Result<Listeners, String> {
     Ok(Listeners { public, admin })
 }
 
-/// Runs the gateway (and its admin listener) until `shutdown` resolves.
+/// Runs the gateway (and its admin listener) until `shutdown` resolves, without reloads.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> ServeReport {
-    let gateway = Arc::new(Gateway::new(&config));
+    run_with(
+        config,
+        listeners,
+        shutdown,
+        crate::reload::Options::default(),
+    )
+    .await
+}
+
+/// Runs the gateway until `shutdown` resolves: readiness turns false, the listener stops
+/// accepting, every connection is asked to close after its current requests, and those
+/// get `shutdown_grace` to finish. `reload` says where the config comes from again on
+/// SIGHUP or a file change.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    reload: crate::reload::Options,
+) -> ServeReport {
+    let health = Arc::new(Health::default());
+    let gateway = Arc::new(Gateway::new(&config, None));
+    let shared = crate::listener::Shared::new(crate::listener::Generation::new(
+        gateway,
+        config.tls.clone(),
+        config.limits,
+        config.trusted_proxies.clone(),
+    ));
     let admin = listeners
         .admin
-        .map(|l| tokio::spawn(crate::admin::serve(l, gateway.health.clone())));
+        .map(|l| tokio::spawn(crate::admin::serve(l, health.clone())));
     let pruner = {
-        let gw = gateway.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RATE_PRUNE_INTERVAL);
             loop {
                 tick.tick().await;
-                gw.prune_rate_limits();
+                shared.current().gateway.prune_rate_limits();
             }
         })
     };
-    gateway.health.set_ready(true);
-    let report = serve(gateway, listeners.public, shutdown, config.shutdown_grace).await;
+    let grace = config.shutdown_grace;
+    let reloader = tokio::spawn(crate::reload::run(shared.clone(), config, reload));
+    health.set_ready(true);
+    let stopping = {
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            health.set_ready(false);
+        }
+    };
+    crate::listener::accept_loop(shared.clone(), listeners.public, stopping).await;
+    reloader.abort();
+    let in_flight = || shared.current().gateway.in_flight();
+    tracing::info!(
+        in_flight = in_flight(),
+        connections = shared.conns.open(),
+        grace_s = grace.as_secs_f64(),
+        "draining"
+    );
+    let cut = match tokio::time::timeout(grace, shared.conns.all_closed()).await {
+        Ok(()) => 0,
+        Err(_) => {
+            let cut = in_flight();
+            tracing::warn!(
+                cut,
+                "grace period ran out; cutting the requests still in flight"
+            );
+            cut
+        }
+    };
     pruner.abort();
     if let Some(a) = admin {
         a.abort();
     }
-    report
+    ServeReport { cut }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::verify::VerifyError;
+
+    #[test]
+    fn a_reloaded_gateway_keeps_the_state_of_unchanged_routes() {
+        let yaml = |limit: u32, window: &str| {
+            format!(
+                "routes:\n  - name: a\n    path: /a\n    verify: {{ preset: github, secrets: [x] }}\n    \
+                 rate_limit: {{ per_second: 1, burst: {limit} }}\n    dedup: {{ window: {window} }}\n    \
+                 upstream: http://127.0.0.1:9/a\n  - name: b\n    path: /b\n    verify: {{ none: true }}\n    \
+                 rate_limit: {{ per_second: 1, burst: 5 }}\n    upstream: http://127.0.0.1:9/b\n"
+            )
+        };
+        let env = |_: &str| None;
+        let load = |y: &str| crate::config::load_str(y, &env).unwrap();
+        let first = Gateway::new(&load(&yaml(2, "1h")), None);
+        let same = Gateway::new(&load(&yaml(2, "1h")), Some(&first));
+        let ptr = |g: &Gateway, i: usize| {
+            (
+                Arc::as_ptr(g.routes[i].limiter.as_ref().unwrap()),
+                g.routes[i].dedup.as_ref().map(Arc::as_ptr),
+                Arc::as_ptr(&g.routes[i].pool),
+            )
+        };
+        assert_eq!(ptr(&first, 0), ptr(&same, 0));
+        assert_eq!(ptr(&first, 1), ptr(&same, 1));
+        assert!(Arc::ptr_eq(&first.in_flight, &same.in_flight));
+        // Route a's limit and dedup window change: fresh state for a, b keeps its own.
+        let changed = Gateway::new(&load(&yaml(3, "2h")), Some(&same));
+        assert_ne!(ptr(&same, 0).0, ptr(&changed, 0).0);
+        assert_ne!(ptr(&same, 0).1, ptr(&changed, 0).1);
+        assert_eq!(
+            ptr(&same, 0).2,
+            ptr(&changed, 0).2,
+            "the pool's upstream did not change"
+        );
+        assert_eq!(ptr(&same, 1), ptr(&changed, 1));
+    }
 
     #[test]
     fn request_ids_keep_a_sane_sent_id_and_make_one_otherwise() {

@@ -1,10 +1,22 @@
-//! The upstream client: HTTP/1.1 over pooled keep-alive connections, driven inside the
-//! request's own task. hyper's client hands every request to a separate connection task
-//! through a channel and back through a oneshot (two task wake-ups and a queue per
-//! request); here the request task writes the request and reads the answer itself, so a
-//! forward costs one `write` and usually one `read`. Requests are ours to serialise
-//! (headers already validated by `http`, which refuses CR/LF in values); responses are
-//! parsed with `httparse` and framed by Content-Length, chunked coding or close.
+//! The upstream client: HTTP/1.1 over pooled keep-alive connections, plain TCP or TLS,
+//! driven inside the request's own task. hyper's client hands every request to a
+//! separate connection task through a channel and back through a oneshot (two task
+//! wake-ups and a queue per request); here the request task writes the request and reads
+//! the answer itself, so a forward costs one `write` and usually one `read`. Requests
+//! are ours to serialise (headers already validated by `http`, which refuses CR/LF in
+//! values); responses are parsed with `httparse` and framed by Content-Length, chunked
+//! coding or close.
+//!
+//! https upstreams are spoken to through rustls with the route's [`ClientTls`] (roots,
+//! optional client certificate, the name to verify). A failed handshake is
+//! [`Reject::UpstreamTls`], and so is a TLS alert in place of the answer (how a TLS 1.3
+//! upstream refuses our client certificate); the handshake shares the TCP connect's
+//! `connect_timeout`, and running out of it is [`Reject::UpstreamUnreachable`] either way.
+//!
+//! Each pool opens at most `max_per_host` connections at once, idle or busy: a request
+//! that finds none idle and none to open waits, within its own upstream timeout, for a
+//! connection to come back or to close. The limit protects the upstream from a burst of
+//! senders; it does not queue beyond the request's timeout.
 //!
 //! A pooled connection the upstream closed while it sat idle fails before a byte of the
 //! answer arrives; such a request is retried once on a new connection. Nothing else is
@@ -12,16 +24,23 @@
 
 use crate::config::PoolSettings;
 use crate::pipeline::Reject;
+use crate::tls::ClientTls;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{Response, StatusCode, Version};
+use rustls::pki_types::ServerName;
 use std::collections::HashMap;
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 /// The most of an upstream's response body we relay to the sender. Webhook answers are
 /// tiny (SecurityScorecard caps them at 100 KB); a bigger one is an upstream fault.
@@ -30,31 +49,113 @@ pub const MAX_UPSTREAM_RESPONSE: usize = 1 << 20;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Response header fields we parse at most.
 const MAX_RESPONSE_HEADERS: usize = 100;
-/// Bodies up to this size are copied behind the head and sent in one write.
+/// Over plain TCP, bodies up to this size are copied behind the head and sent in one
+/// write (over TLS, rustls packs head and body into records without that copy).
 const COALESCE_BODY: usize = 16 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
 
 /// One kept-alive connection and its buffers.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// Reused for every request head written on this connection.
     head: Vec<u8>,
     /// Reused for every response read on this connection (empty between exchanges).
     read: BytesMut,
     idle_since: Instant,
+    /// Counts this connection against `max_per_host` for as long as it is open, idle
+    /// included; dropping the connection gives it back.
+    permit: OwnedSemaphorePermit,
 }
 
-/// Idle connections to one upstream authority, most recently used last.
+/// A connection's transport. An enum rather than a generic or a boxed trait object, so
+/// the plain path stays monomorphic and allocation-free.
+enum Stream {
+    Plain(TcpStream),
+    /// Boxed: a rustls client connection is over a kilobyte, which plain connections
+    /// should not carry.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connections to one upstream: the idle ones (most recently used last), and a permit
+/// per open connection so that no more than `max_per_host` are open at once.
 pub struct Pool {
     authority: Authority,
+    /// Set for an https upstream.
+    tls: Option<ClientTls>,
     idle: Mutex<Vec<Conn>>,
     settings: PoolSettings,
+    permits: Arc<Semaphore>,
+    /// The number of permits `permits` started with.
+    limit: usize,
+    /// Signalled when a connection goes back to the idle list. A request waiting on the
+    /// semaphore would not notice: the permit it waits for is now held by the idle
+    /// connection, which only a checkout can take.
+    returned: Notify,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("authority", &self.authority)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -76,12 +177,40 @@ struct Failure {
     stale: bool,
 }
 
+/// How an exchange on one connection ended badly.
+enum Failed {
+    /// A stale connection: the request goes once more on a new connection, under the
+    /// dead one's permit. Waiting for another permit instead could wait forever on the
+    /// idle connections of this very pool.
+    Stale(OwnedSemaphorePermit),
+    Final(Reject),
+}
+
+/// What a request sends on: an idle connection, or the right to open one.
+enum Slot {
+    Idle(Conn),
+    Fresh(OwnedSemaphorePermit),
+}
+
 impl Pool {
+    /// A pool of plain TCP connections (default port 80).
     pub fn new(authority: Authority, settings: PoolSettings) -> Pool {
+        Pool::with_tls(authority, settings, None)
+    }
+
+    /// A pool of TLS connections when `tls` is set (default port 443), of plain TCP
+    /// ones otherwise.
+    pub fn with_tls(authority: Authority, settings: PoolSettings, tls: Option<ClientTls>) -> Pool {
+        // The config refuses 0; the clamp also keeps Semaphore::new from panicking.
+        let limit = settings.max_per_host.clamp(1, Semaphore::MAX_PERMITS);
         Pool {
             authority,
+            tls,
             idle: Mutex::new(Vec::new()),
             settings,
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+            returned: Notify::new(),
         }
     }
 
@@ -90,6 +219,12 @@ impl Pool {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
+    /// Number of connections open now, idle or busy.
+    pub fn open_count(&self) -> usize {
+        self.limit - self.permits.available_permits()
+    }
+
+    /// Expired connections met on the way are dropped, which frees their permits.
     fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(conn) = idle.pop() {
@@ -112,127 +247,265 @@ impl Pool {
             }
             idle.push(conn);
         }
+        self.returned.notify_one();
     }
 
-    async fn connect(&self) -> Result<Conn, Reject> {
-        let host = self.authority.host();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = self.authority.port_u16().unwrap_or(80);
-        let stream = tokio::time::timeout(
-            self.settings.connect_timeout,
-            TcpStream::connect((host, port)),
-        )
-        .await
-        .map_err(|_| Reject::UpstreamUnreachable)?
-        .map_err(|_| Reject::UpstreamUnreachable)?;
-        let _ = stream.set_nodelay(true);
+    /// An idle connection if there is one (reuse first: an idle connection may hold the
+    /// last permit), else a permit to open one, else waits for either.
+    async fn slot(&self) -> Result<Slot, Reject> {
+        if let Some(conn) = self.checkout() {
+            return Ok(Slot::Idle(conn));
+        }
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => Ok(Slot::Fresh(permit)),
+            Err(_) => self.wait_for_slot().await,
+        }
+    }
+
+    async fn wait_for_slot(&self) -> Result<Slot, Reject> {
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            // Registered before looking, so that a connection checked in between the
+            // look and the wait still wakes us.
+            returned.as_mut().enable();
+            if let Some(conn) = self.checkout() {
+                return Ok(Slot::Idle(conn));
+            }
+            tokio::select! {
+                biased;
+                permit = Arc::clone(&self.permits).acquire_owned() => {
+                    // A connection that went idle meanwhile saves a connect (and a
+                    // handshake); the permit then goes to the next waiter.
+                    if let Some(conn) = self.checkout() {
+                        return Ok(Slot::Idle(conn));
+                    }
+                    // The semaphore is never closed.
+                    return permit.map(Slot::Fresh).map_err(|_| Reject::UpstreamUnreachable);
+                }
+                () = &mut returned => {}
+            }
+        }
+    }
+
+    /// Opens a connection under `permit`. One `connect_timeout` covers the TCP connect
+    /// and the TLS handshake: it bounds the time to a usable connection.
+    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<Conn, Reject> {
+        let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
+        let tcp = self.connect_tcp(deadline).await?;
+        let stream = match &self.tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => Stream::Tls(Box::new(self.handshake(tls, tcp, deadline).await?)),
+        };
         Ok(Conn {
             stream,
             head: Vec::with_capacity(2048),
             read: BytesMut::with_capacity(READ_CHUNK),
             idle_since: Instant::now(),
+            permit,
         })
+    }
+
+    async fn connect_tcp(&self, deadline: tokio::time::Instant) -> Result<TcpStream, Reject> {
+        let host = self.authority.host();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let default_port = if self.tls.is_some() { 443 } else { 80 };
+        let port = self.authority.port_u16().unwrap_or(default_port);
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| Reject::UpstreamUnreachable)?
+            .map_err(|_| Reject::UpstreamUnreachable)?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Every handshake error (certificate, name, protocol, EOF) is `UpstreamTls`; the
+    /// reason goes to the debug log, since the access log only has room for the reject.
+    async fn handshake(
+        &self,
+        tls: &ClientTls,
+        tcp: TcpStream,
+        deadline: tokio::time::Instant,
+    ) -> Result<TlsStream<TcpStream>, Reject> {
+        let connector = TlsConnector::from(Arc::clone(&tls.config));
+        let handshake = connector.connect(tls.server_name.clone(), tcp);
+        match tokio::time::timeout_at(deadline, handshake).await {
+            Err(_) => Err(Reject::UpstreamUnreachable),
+            Ok(Err(e)) => {
+                tracing::debug!(upstream = %self.authority, error = %e, "upstream TLS handshake failed");
+                Err(Reject::UpstreamTls)
+            }
+            Ok(Ok(stream)) => Ok(stream),
+        }
     }
 
     /// Sends one request and reads the whole answer. `head` writes the request head
     /// into a buffer (it may be called twice, for the one retry); the caller bounds the
-    /// exchange in time.
+    /// exchange in time, including the wait for a connection.
     pub async fn send<H: Fn(&mut Vec<u8>)>(
         &self,
         head: H,
         body: &Bytes,
     ) -> Result<Response<Bytes>, Reject> {
-        if let Some(conn) = self.checkout() {
-            match self.exchange(conn, &head, body, true).await {
-                Err(Failure { stale: true, .. }) => {}
-                other => return other.map_err(|f| f.reject),
+        let (conn, reused) = match self.slot().await? {
+            Slot::Idle(conn) => (conn, true),
+            Slot::Fresh(permit) => (self.connect(permit).await?, false),
+        };
+        match self.exchange(conn, &head, body, reused).await {
+            Ok(resp) => Ok(resp),
+            Err(Failed::Final(reject)) => Err(reject),
+            Err(Failed::Stale(permit)) => {
+                let conn = self.connect(permit).await?;
+                match self.exchange(conn, &head, body, false).await {
+                    Ok(resp) => Ok(resp),
+                    Err(Failed::Final(reject)) => Err(reject),
+                    // A fresh connection is never stale; answer as a broken one would.
+                    Err(Failed::Stale(_)) => Err(Reject::UpstreamBroken),
+                }
             }
         }
-        let conn = self.connect().await?;
-        self.exchange(conn, &head, body, false)
-            .await
-            .map_err(|f| f.reject)
     }
 
+    /// One request and answer on `conn`, which goes back to the pool if it may be reused.
     async fn exchange<H: Fn(&mut Vec<u8>)>(
         &self,
         mut conn: Conn,
         head: &H,
         body: &Bytes,
         reused: bool,
-    ) -> Result<Response<Bytes>, Failure> {
-        let broken = |stale: bool| Failure {
-            reject: Reject::UpstreamBroken,
-            stale,
-        };
-        head(&mut conn.head);
-        if body.len() <= COALESCE_BODY {
-            conn.head.extend_from_slice(body);
-            conn.stream
-                .write_all(&conn.head)
-                .await
-                .map_err(|_| broken(reused))?;
-        } else {
-            conn.stream
-                .write_all(&conn.head)
-                .await
-                .map_err(|_| broken(reused))?;
-            conn.stream
-                .write_all(body)
-                .await
-                .map_err(|_| broken(false))?;
+    ) -> Result<Response<Bytes>, Failed> {
+        match talk(&mut conn, head, body, reused).await {
+            Ok((resp, reusable)) => {
+                if reusable {
+                    self.checkin(conn);
+                }
+                Ok(resp)
+            }
+            Err(Failure { stale: true, .. }) => Err(Failed::Stale(conn.permit)),
+            Err(Failure { reject, .. }) => Err(Failed::Final(reject)),
         }
+    }
+}
 
-        let mut buf = std::mem::take(&mut conn.read);
-        buf.clear();
-        let mut answered = false;
-        let (resp, framing, keep_alive) = loop {
-            if !buf.is_empty() {
-                match parse_head(&buf).map_err(|_| broken(false))? {
-                    Parsed::Partial if buf.len() > MAX_RESPONSE_HEAD => return Err(broken(false)),
-                    Parsed::Partial => {}
-                    Parsed::Informational(len) => {
-                        // 100 Continue and friends: skip, the real answer follows.
-                        buf.advance(len);
-                        continue;
-                    }
-                    Parsed::Done {
-                        len,
-                        resp,
-                        framing,
-                        keep_alive,
-                    } => {
-                        buf.advance(len);
-                        break (resp, framing, keep_alive);
-                    }
+/// Writes the request and reads the answer; also says whether the connection may be
+/// reused.
+async fn talk<H: Fn(&mut Vec<u8>)>(
+    conn: &mut Conn,
+    head: &H,
+    body: &Bytes,
+    reused: bool,
+) -> Result<(Response<Bytes>, bool), Failure> {
+    head(&mut conn.head);
+    write_request(conn, body)
+        .await
+        .map_err(|past_head| Failure {
+            reject: Reject::UpstreamBroken,
+            stale: reused && !past_head,
+        })?;
+    let mut buf = std::mem::take(&mut conn.read);
+    buf.clear();
+    let (resp, framing, keep_alive) = read_head(&mut conn.stream, &mut buf, reused).await?;
+    let (body, buf) = read_body(&mut conn.stream, buf, framing)
+        .await
+        .map_err(|e| Failure {
+            reject: read_reject(&e),
+            stale: false,
+        })?;
+    // Reuse requires the message to end exactly where the connection's data does.
+    let reusable = keep_alive && buf.is_empty() && framing != Framing::Close;
+    conn.read = buf;
+    let (parts, ()) = resp.into_parts();
+    Ok((Response::from_parts(parts, body), reusable))
+}
+
+/// Writes the head (already in `conn.head`) and the body. On failure, says whether the
+/// head had gone out whole before a separate body write failed: until then the upstream
+/// cannot have a request to act on, so a stale connection may be retried.
+///
+/// Plain TCP: a small body is copied behind the head for one `write`, a big one follows
+/// in a second. TLS: head and body go to rustls as one vectored write, which packs them
+/// into as few records as their size allows (a copy is made anyway, into the records),
+/// and the flush pushes out what rustls could not write yet.
+async fn write_request(conn: &mut Conn, body: &Bytes) -> Result<(), bool> {
+    let coalesce = body.len() <= COALESCE_BODY;
+    match &mut conn.stream {
+        Stream::Plain(s) if coalesce => {
+            conn.head.extend_from_slice(body);
+            s.write_all(&conn.head).await.map_err(|_| false)
+        }
+        Stream::Plain(s) => {
+            s.write_all(&conn.head).await.map_err(|_| false)?;
+            s.write_all(body).await.map_err(|_| true)
+        }
+        Stream::Tls(s) => {
+            let mut out = Buf::chain(conn.head.as_slice(), &body[..]);
+            let written = s.write_all_buf(&mut out).await;
+            let past_head = !coalesce && out.remaining() <= body.len();
+            written.map_err(|_| past_head)?;
+            s.flush().await.map_err(|_| !coalesce)
+        }
+    }
+}
+
+/// Reads until a final response head is complete; skips informational ones.
+async fn read_head(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    reused: bool,
+) -> Result<(Response<()>, Framing, bool), Failure> {
+    let broken = |stale: bool| Failure {
+        reject: Reject::UpstreamBroken,
+        stale,
+    };
+    let mut answered = false;
+    loop {
+        if !buf.is_empty() {
+            match parse_head(buf).map_err(|_| broken(false))? {
+                Parsed::Partial if buf.len() > MAX_RESPONSE_HEAD => return Err(broken(false)),
+                Parsed::Partial => {}
+                Parsed::Informational(len) => {
+                    // 100 Continue and friends: skip, the real answer follows.
+                    buf.advance(len);
+                    continue;
+                }
+                Parsed::Done {
+                    len,
+                    resp,
+                    framing,
+                    keep_alive,
+                } => {
+                    buf.advance(len);
+                    return Ok((resp, framing, keep_alive));
                 }
             }
-            // A reused connection that ends before the first byte of an answer was
-            // closed by the upstream while idle: safe to retry.
-            let stale = reused && !answered;
-            let n = read_more(&mut conn.stream, &mut buf)
-                .await
-                .map_err(|_| broken(stale))?;
-            if n == 0 {
-                return Err(broken(stale));
-            }
-            answered = true;
-        };
-        let (body, buf) = read_body(&mut conn.stream, buf, framing)
-            .await
-            .map_err(|_| broken(false))?;
-        // Reuse requires the message to end exactly where the connection's data does.
-        if keep_alive && buf.is_empty() && framing != Framing::Close {
-            conn.read = buf;
-            self.checkin(conn);
         }
-        let (parts, ()) = resp.into_parts();
-        Ok(Response::from_parts(parts, body))
+        // A reused connection that ends before the first byte of an answer was
+        // closed by the upstream while idle: safe to retry.
+        let stale = reused && !answered;
+        let n = read_more(stream, buf).await.map_err(|e| Failure {
+            reject: read_reject(&e),
+            stale,
+        })?;
+        if n == 0 {
+            return Err(broken(stale));
+        }
+        answered = true;
+    }
+}
+
+/// A read that failed at the TLS layer (an alert from the upstream, a record that does
+/// not decrypt) is `UpstreamTls`, not a broken connection: with TLS 1.3 an upstream
+/// refuses our client certificate only after our side of the handshake is done, and
+/// its alert arrives here, in place of the answer.
+fn read_reject(e: &io::Error) -> Reject {
+    match e.get_ref() {
+        Some(inner) if inner.is::<rustls::Error>() => Reject::UpstreamTls,
+        _ => Reject::UpstreamBroken,
     }
 }
 
 /// Reads more bytes into `buf`; returns how many (0 at end of stream).
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(READ_CHUNK);
     }
@@ -355,7 +628,7 @@ const COPY_BODY: usize = 4096;
 /// Reads the body as framed. Returns it, and what is left in the buffer behind it
 /// (anything there means the upstream sent more than one message: no reuse).
 async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     mut buf: BytesMut,
     framing: Framing,
 ) -> io::Result<(Bytes, BytesMut)> {
@@ -525,22 +798,82 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\r\n")
 }
 
-/// One pool per upstream authority, shared by the routes that forward there.
+/// One pool per upstream and TLS setting, shared by the routes that forward there.
 #[derive(Debug, Default)]
 pub struct Pools {
-    by_authority: HashMap<String, Arc<Pool>>,
+    by_key: HashMap<PoolKey, Arc<Pool>>,
+    /// The previous generation's pools, while a reloaded config is built.
+    previous: HashMap<PoolKey, Arc<Pool>>,
+}
+
+/// Routes share connections only if they would have opened identical ones: same
+/// authority, same scheme, and for https the same client config (roots, client
+/// certificate) and the same name to verify, so that a connection verified for one
+/// route's name or opened with one route's client certificate never carries another's
+/// requests. Client configs are built once per distinct setting at config load, so the
+/// config's address identifies the setting (two equal settings built apart only cost a
+/// pool more); and the pool in the map keeps its config alive, so the address cannot be
+/// reused by another config while the key exists.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    /// Lower-cased.
+    authority: String,
+    /// `None` for http.
+    tls: Option<(usize, ServerName<'static>)>,
 }
 
 impl Pools {
+    /// The plain (http) pool for `authority`.
     pub fn pool_for(&mut self, authority: &Authority, settings: PoolSettings) -> Arc<Pool> {
-        self.by_authority
-            .entry(authority.as_str().to_ascii_lowercase())
-            .or_insert_with(|| Arc::new(Pool::new(authority.clone(), settings)))
+        self.pool_for_tls(authority, settings, None)
+    }
+
+    /// The pool for `authority` over TLS with `tls`, or over plain TCP if `None`.
+    /// `settings` apply to a pool made by this call; an existing one keeps its own.
+    pub fn pool_for_tls(
+        &mut self,
+        authority: &Authority,
+        settings: PoolSettings,
+        tls: Option<ClientTls>,
+    ) -> Arc<Pool> {
+        let key = PoolKey {
+            authority: authority.as_str().to_ascii_lowercase(),
+            tls: tls
+                .as_ref()
+                .map(|t| (Arc::as_ptr(&t.config) as usize, t.server_name.clone())),
+        };
+        let reusable = self
+            .previous
+            .get(&key)
+            .filter(|p| p.settings == settings)
+            .cloned();
+        self.by_key
+            .entry(key)
+            .or_insert_with(|| {
+                reusable
+                    .unwrap_or_else(|| Arc::new(Pool::with_tls(authority.clone(), settings, tls)))
+            })
             .clone()
+    }
+
+    /// An empty set for a reloaded config that takes over `self`'s pools where nothing
+    /// changed: a pool asked for again with the same upstream, TLS setting and pool
+    /// settings keeps its idle connections and its limit. Call
+    /// [`Pools::forget_previous`] once every route has its pool.
+    pub fn reuse(&self) -> Pools {
+        Pools {
+            by_key: HashMap::new(),
+            previous: self.by_key.clone(),
+        }
+    }
+
+    /// Lets go of the previous generation's pools not taken over.
+    pub fn forget_previous(&mut self) {
+        self.previous.clear();
     }
 }
 
-/// Sends a request through `pool` within `timeout`.
+/// Sends a request through `pool` within `timeout`, the wait for a connection included.
 pub async fn send<H: Fn(&mut Vec<u8>)>(
     pool: &Pool,
     head: H,
@@ -555,6 +888,7 @@ pub async fn send<H: Fn(&mut Vec<u8>)>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::net::TcpListener;
 
     fn head(raw: &str) -> Parsed {
@@ -705,6 +1039,7 @@ mod tests {
 
     fn settings() -> PoolSettings {
         PoolSettings {
+            max_per_host: 16,
             max_idle_per_host: 4,
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
@@ -810,5 +1145,207 @@ mod tests {
             .send(req(&auth, "/"), &Bytes::from_static(b"data"))
             .await;
         assert_eq!(r.unwrap_err(), Reject::UpstreamUnreachable);
+    }
+
+    /// A keep-alive upstream that answers each request of `req()` after `delay`. Counts
+    /// the connections it accepted, and the most requests it had in hand at once.
+    async fn slow_upstream(delay: Duration) -> (Authority, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let auth: Authority = l.local_addr().unwrap().to_string().parse().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let busy = Arc::new(AtomicUsize::new(0));
+        let (acc, pk) = (accepted.clone(), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                acc.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_slowly(s, delay, busy.clone(), pk.clone()));
+            }
+        });
+        (auth, accepted, peak)
+    }
+
+    async fn serve_slowly(
+        mut s: TcpStream,
+        delay: Duration,
+        busy: Arc<AtomicUsize>,
+        peak: Arc<AtomicUsize>,
+    ) {
+        let mut buf = Vec::new();
+        loop {
+            // `req()` sends a head and a 4-byte body.
+            let end = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    if buf.len() >= i + 8 {
+                        break i + 8;
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            buf.drain(..end);
+            let now = busy.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            busy.fetch_sub(1, Ordering::SeqCst);
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if s.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn limited(max_per_host: usize, max_idle_per_host: usize) -> PoolSettings {
+        PoolSettings {
+            max_per_host,
+            max_idle_per_host,
+            ..settings()
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(5);
+
+    /// Two concurrent requests through a pool limited to one connection, keeping up to
+    /// `max_idle` idle: both succeed, never at once. Returns the pool and the number of
+    /// connections the upstream accepted.
+    async fn two_through_one(max_idle: usize) -> (Pool, usize) {
+        let (auth, accepted, peak) = slow_upstream(Duration::from_millis(100)).await;
+        let pool = Pool::new(auth.clone(), limited(1, max_idle));
+        let body = Bytes::from_static(b"data");
+        let (a, b) = tokio::join!(
+            send(&pool, req(&auth, "/a"), &body, LONG),
+            send(&pool, req(&auth, "/b"), &body, LONG),
+        );
+        assert_eq!(a.unwrap().status(), 200);
+        assert_eq!(b.unwrap().status(), 200);
+        assert_eq!(peak.load(Ordering::SeqCst), 1, "never two requests at once");
+        let accepted = accepted.load(Ordering::SeqCst);
+        (pool, accepted)
+    }
+
+    #[tokio::test]
+    async fn the_per_host_limit_makes_a_request_wait_for_the_busy_connection() {
+        let (pool, accepted) = two_through_one(4).await;
+        // The second took the first's connection when it went idle.
+        assert_eq!(accepted, 1);
+        assert_eq!((pool.open_count(), pool.idle_count()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_frees_its_place_for_a_waiting_request() {
+        // Nothing is kept idle: the second request needs the first's permit back.
+        let (pool, accepted) = two_through_one(0).await;
+        assert_eq!(accepted, 2);
+        assert_eq!(pool.open_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_connection_counts_against_the_send_timeout() {
+        let (auth, accepted, _) = slow_upstream(Duration::from_millis(600)).await;
+        let pool = Arc::new(Pool::new(auth.clone(), limited(1, 4)));
+        let body = Bytes::from_static(b"data");
+        let first = {
+            let (pool, auth, body) = (pool.clone(), auth.clone(), body.clone());
+            tokio::spawn(async move { send(&pool, req(&auth, "/a"), &body, LONG).await })
+        };
+        while pool.open_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let second = send(&pool, req(&auth, "/b"), &body, Duration::from_millis(150)).await;
+        assert_eq!(second.unwrap_err(), Reject::UpstreamTimeout);
+        assert_eq!(first.await.unwrap().unwrap().status(), 200);
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the second never connected"
+        );
+        assert_eq!(pool.open_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn expired_idle_connections_give_their_place_back() {
+        let (auth, accepted, _) = slow_upstream(Duration::ZERO).await;
+        let settings = PoolSettings {
+            idle_timeout: Duration::from_millis(50),
+            ..limited(1, 4)
+        };
+        let pool = Pool::new(auth.clone(), settings);
+        let body = Bytes::from_static(b"data");
+        assert_eq!(
+            send(&pool, req(&auth, "/"), &body, LONG)
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(pool.open_count(), 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The only permit is held by an expired idle connection.
+        let r = send(&pool, req(&auth, "/"), &body, Duration::from_secs(2)).await;
+        assert_eq!(r.unwrap().status(), 200);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.open_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stale_connection_is_replaced_within_a_limit_of_one() {
+        let (auth, server) = scripted(vec![
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n1", b""],
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n2"],
+        ])
+        .await;
+        let pool = Pool::new(auth.clone(), limited(1, 4));
+        let body = Bytes::from_static(b"data");
+        for expected in [b"1", b"2"] {
+            let r = send(&pool, req(&auth, "/"), &body, LONG).await.unwrap();
+            assert_eq!(&r.body()[..], expected);
+        }
+        assert_eq!(server.await.unwrap().len(), 3);
+        assert_eq!(pool.open_count(), 1);
+    }
+
+    fn client_tls(name: &'static str) -> ClientTls {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        ClientTls {
+            config: Arc::new(config),
+            server_name: ServerName::try_from(name).unwrap(),
+        }
+    }
+
+    #[test]
+    fn pools_are_shared_only_by_identical_settings() {
+        let mut pools = Pools::default();
+        let s = settings();
+        let auth: Authority = "up.example:8443".parse().unwrap();
+        let upper: Authority = "UP.example:8443".parse().unwrap();
+        let plain = pools.pool_for(&auth, s);
+        assert!(Arc::ptr_eq(&plain, &pools.pool_for(&upper, s)));
+        assert!(Arc::ptr_eq(&plain, &pools.pool_for_tls(&auth, s, None)));
+
+        let a = client_tls("up.example");
+        let tls_a = pools.pool_for_tls(&auth, s, Some(a.clone()));
+        assert!(!Arc::ptr_eq(&plain, &tls_a), "http and https");
+        assert!(Arc::ptr_eq(
+            &tls_a,
+            &pools.pool_for_tls(&auth, s, Some(a.clone()))
+        ));
+        let b = client_tls("up.example");
+        let tls_b = pools.pool_for_tls(&auth, s, Some(b));
+        assert!(!Arc::ptr_eq(&tls_a, &tls_b), "another client config");
+        let renamed = ClientTls {
+            server_name: ServerName::try_from("other.example").unwrap(),
+            ..a
+        };
+        let tls_renamed = pools.pool_for_tls(&auth, s, Some(renamed));
+        assert!(!Arc::ptr_eq(&tls_a, &tls_renamed), "another name to verify");
     }
 }

@@ -232,7 +232,7 @@ async fn serve_takes_a_delivery_and_stops_on_sigterm() {
         );
     }
 
-    // SIGHUP does not stop it (reload is not built yet; it must not kill the process).
+    // SIGHUP reloads the config (and does not stop the process).
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-HUP", &pid])
@@ -243,6 +243,13 @@ async fn serve_takes_a_delivery_and_stops_on_sigterm() {
         .recv_timeout(Duration::from_secs(10))
         .expect("a SIGHUP line");
     assert!(hup.contains("SIGHUP received"), "{hup}");
+    let reloaded = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a reload line");
+    assert!(
+        reloaded.contains("config reloaded") && reloaded.contains("\"trigger\":\"SIGHUP\""),
+        "{reloaded}"
+    );
     let r = post(
         addr,
         "/hooks/expel",

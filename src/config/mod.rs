@@ -5,6 +5,7 @@
 //! built, templates compiled, upstream URIs split.
 
 pub mod expand;
+pub mod listener;
 pub mod tree;
 pub mod units;
 
@@ -18,6 +19,7 @@ use crate::verify::{presets, token, Scheme, Verifier};
 use http::header::HeaderName;
 use http::uri::{Authority, Scheme as UriScheme};
 use http::{HeaderValue, StatusCode, Uri};
+pub use listener::{Limits, Reload, TlsListener, UpstreamTlsSpec};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -34,6 +36,8 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 pub const MAX_BODY_LIMIT: u64 = 64 << 20;
 /// Upstream connection pool: idle connections kept per upstream host.
 pub const DEFAULT_POOL_MAX_IDLE: usize = 64;
+/// Upstream connection pool: connections open at once per upstream host.
+pub const DEFAULT_POOL_MAX_PER_HOST: usize = 512;
 /// Below the keep-alive timeout of common upstream servers (Node.js 5 s, uvicorn 5 s),
 /// so that we close an idle connection before the upstream does and never race it.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -49,12 +53,44 @@ pub struct Config {
     pub trusted_proxies: IpSet,
     pub pool: PoolSettings,
     pub shutdown_grace: Duration,
+    /// TLS on the public listener; `None` is plain HTTP.
+    pub tls: Option<TlsListener>,
+    pub limits: Limits,
+    pub reload: Reload,
     pub routes: Vec<Route>,
+}
+
+impl Config {
+    /// Every file the config was built from besides itself (secrets, certificates,
+    /// keys): a change to one of them triggers a reload.
+    pub fn source_files(&self) -> Vec<std::path::PathBuf> {
+        let mut files: Vec<std::path::PathBuf> = Vec::new();
+        if let Some(t) = &self.tls {
+            files.extend(t.files.iter().cloned());
+        }
+        for r in &self.routes {
+            files.extend(
+                r.secret_sources
+                    .iter()
+                    .filter_map(|s| s.strip_prefix("file:"))
+                    .map(std::path::PathBuf::from),
+            );
+            if let Some(spec) = &r.upstream_tls_spec {
+                files.extend(listener::upstream_tls_files(spec).map(Path::to_path_buf));
+            }
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PoolSettings {
     pub max_idle_per_host: usize,
+    /// Connections open at once to one upstream (idle and busy); a request that finds
+    /// them all busy waits for one within its upstream timeout.
+    pub max_per_host: usize,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
 }
@@ -74,6 +110,10 @@ pub struct Route {
     pub max_body: u64,
     pub reject_status: StatusCode,
     pub upstream: Upstream,
+    /// How to reach an https upstream (absent for http).
+    pub upstream_tls: Option<crate::tls::ClientTls>,
+    /// The `upstream_tls` section as written (for `check` and the file watcher).
+    pub upstream_tls_spec: Option<UpstreamTlsSpec>,
     pub upstream_timeout: Duration,
     pub dedup: Option<DedupSpec>,
     /// The handshakes the route answers itself (from its preset).
@@ -208,6 +248,7 @@ struct Defaults {
     reject_status: StatusCode,
     upstream_timeout: Duration,
     rate_limit: Option<RateSpec>,
+    upstream_tls: Option<UpstreamTlsSpec>,
 }
 
 /// Turns the YAML tree into a [`Config`], or lists every problem in it.
@@ -263,7 +304,9 @@ pub fn validate(value: &serde_norway::Value, env: tree::Env<'_>) -> Result<Confi
         .and_then(|n| n.node().parsed(&mut errs, units::parse_duration))
         .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
 
-    top.not_yet("tls", "TLS termination (`tls`)", &mut errs);
+    let tls = listener::read_tls(&mut top, &mut errs);
+    let limits = listener::read_limits(&mut top, &mut errs);
+    let reload = listener::read_reload(&mut top, &mut errs);
     top.not_yet("store", "the durable store (`store`)", &mut errs);
     top.not_yet("cluster", "cluster mode (`cluster`)", &mut errs);
 
@@ -275,8 +318,11 @@ pub fn validate(value: &serde_norway::Value, env: tree::Env<'_>) -> Result<Confi
             if items.is_empty() {
                 list.node().err(&mut errs, "needs at least one route");
             }
+            let mut client_configs = listener::ClientConfigs::default();
             for item in &items {
-                if let Some(route) = read_route(item.node(), &defaults, &mut errs) {
+                if let Some(route) =
+                    read_route(item.node(), &defaults, &mut client_configs, &mut errs)
+                {
                     routes.push(route);
                 }
             }
@@ -293,6 +339,9 @@ pub fn validate(value: &serde_norway::Value, env: tree::Env<'_>) -> Result<Confi
             trusted_proxies,
             pool,
             shutdown_grace,
+            tls,
+            limits,
+            reload,
             routes,
         })
     } else {
@@ -327,6 +376,7 @@ fn read_ip_list(node: Node<'_>, errs: &mut Errors, allow_empty: bool) -> Option<
 fn read_pool(top: &mut MapReader<'_>, errs: &mut Errors) -> PoolSettings {
     let mut pool = PoolSettings {
         max_idle_per_host: DEFAULT_POOL_MAX_IDLE,
+        max_per_host: DEFAULT_POOL_MAX_PER_HOST,
         idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
     };
@@ -338,6 +388,13 @@ fn read_pool(top: &mut MapReader<'_>, errs: &mut Errors) -> PoolSettings {
     };
     if let Some(n) = m.get("max_idle_per_host").and_then(|n| n.node().u64(errs)) {
         pool.max_idle_per_host = n as usize;
+    }
+    if let Some(n) = m.get("max_per_host") {
+        match n.node().u64(errs) {
+            Some(0) => n.node().err(errs, "must be at least 1"),
+            Some(v) => pool.max_per_host = v as usize,
+            None => {}
+        }
     }
     if let Some(d) = m
         .get("idle_timeout")
@@ -364,6 +421,7 @@ fn read_defaults(top: &mut MapReader<'_>, errs: &mut Errors) -> Defaults {
         reject_status: StatusCode::from_u16(DEFAULT_REJECT_STATUS).expect("valid"),
         upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
         rate_limit: None,
+        upstream_tls: None,
     };
     let Some(node) = top.get("defaults") else {
         return d;
@@ -391,6 +449,9 @@ fn read_defaults(top: &mut MapReader<'_>, errs: &mut Errors) -> Defaults {
     }
     if let Some(n) = m.get("rate_limit") {
         d.rate_limit = read_rate_limit(n.node(), errs).flatten();
+    }
+    if let Some(n) = m.get("upstream_tls") {
+        d.upstream_tls = listener::read_upstream_tls(n.node(), errs);
     }
     m.finish(errs);
     d
@@ -485,7 +546,12 @@ fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn read_route(node: Node<'_>, defaults: &Defaults, errs: &mut Errors) -> Option<Route> {
+fn read_route(
+    node: Node<'_>,
+    defaults: &Defaults,
+    client_configs: &mut listener::ClientConfigs,
+    errs: &mut Errors,
+) -> Option<Route> {
     let before = errs.0.len();
     let mut m = node.map(errs)?;
     let name = m.require("name", errs).and_then(|n| {
@@ -559,6 +625,29 @@ fn read_route(node: Node<'_>, defaults: &Defaults, errs: &mut Errors) -> Option<
         .get("upstream_timeout")
         .map(|n| read_timeout(n.node(), errs))
         .unwrap_or(Some(defaults.upstream_timeout));
+    let tls_node = m.get("upstream_tls");
+    let tls_spec = match &tls_node {
+        Some(n) => listener::read_upstream_tls(n.node(), errs),
+        None => defaults.upstream_tls.clone(),
+    };
+    let mut upstream_tls = None;
+    if let Some(up) = &upstream {
+        if up.scheme == UriScheme::HTTPS {
+            let spec = tls_spec.clone().unwrap_or_default();
+            match client_configs.get(&spec, &up.authority) {
+                Ok(t) => upstream_tls = Some(t),
+                Err(e) => {
+                    let at = match &tls_node {
+                        Some(n) => n.path.clone(),
+                        None => format!("{}.upstream", m.path()),
+                    };
+                    errs.push(&at, e);
+                }
+            }
+        } else if let Some(n) = &tls_node {
+            n.node().err(errs, "applies to https upstreams only");
+        }
+    }
     if let Some(n) = m.get("delivery") {
         n.node().parsed(errs, |s| match s {
             "sync" => Ok(()),
@@ -591,6 +680,8 @@ fn read_route(node: Node<'_>, defaults: &Defaults, errs: &mut Errors) -> Option<
         rate_limit,
         max_body: max_body?,
         reject_status: reject_status?,
+        upstream_tls_spec: upstream_tls.as_ref().map(|_| tls_spec.unwrap_or_default()),
+        upstream_tls,
         upstream: upstream?,
         upstream_timeout: upstream_timeout?,
         dedup,
@@ -693,13 +784,8 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
         .scheme()
         .cloned()
         .ok_or_else(|| format!("{s:?} needs a scheme, e.g. http://127.0.0.1:9000/hook"))?;
-    if scheme == UriScheme::HTTPS {
-        return Err(
-            "https upstreams are not supported yet by this version of hookgate; use http".into(),
-        );
-    }
-    if scheme != UriScheme::HTTP {
-        return Err(format!("{s:?}: the scheme must be http"));
+    if scheme != UriScheme::HTTP && scheme != UriScheme::HTTPS {
+        return Err(format!("{s:?}: the scheme must be http or https"));
     }
     let authority = uri
         .authority()

@@ -43,10 +43,10 @@ fn the_contract_file_has_only_not_yet_supported_errors() {
     // Every key of the contract is known: nothing is "unknown".
     assert!(errs.iter().all(|e| !e.contains("unknown key")), "{errs:#?}");
     let paths: Vec<&str> = errs.iter().map(|e| e.split(": ").next().unwrap()).collect();
-    for want in ["tls", "store", "routes[1].delivery", "routes[1].retry"] {
+    for want in ["store", "routes[1].delivery", "routes[1].retry"] {
         assert!(paths.contains(&want), "no error at {want}: {errs:#?}");
     }
-    assert_eq!(paths.len(), 4, "{errs:#?}");
+    assert_eq!(paths.len(), 3, "{errs:#?}");
     assert!(
         errs.iter().all(|e| e.contains("not supported yet")),
         "{errs:#?}"
@@ -405,7 +405,6 @@ fn secrets_never_appear_in_errors_or_the_route_table() {
 #[test]
 fn not_yet_supported_keys_are_errors_not_ignored() {
     for (key, yaml) in [
-        ("tls", "tls: { cert: a, key: b }\n"),
         ("store", "store: { path: x.db }\n"),
         ("cluster", "cluster: { redis: x }\n"),
     ] {
@@ -434,16 +433,162 @@ fn yaml_problems_are_reported() {
     assert!(unquoted[0].contains("quote values"), "{unquoted:?}");
 }
 
+const FIXTURE_CERT: &str = "tests/fixtures/tls/server.crt";
+const FIXTURE_KEY: &str = "tests/fixtures/tls/server.key";
+
 #[test]
-fn https_upstreams_wait_for_tls() {
-    let errs = errors(&MINIMAL.replace(
-        "http://127.0.0.1:9000/expel",
-        "https://internal.example/expel",
-    ));
+fn https_upstreams_take_a_ca_bundle_and_a_server_name() {
+    let https = MINIMAL.replace(
+        "    upstream: http://127.0.0.1:9000/expel",
+        &format!(
+            "    upstream: https://127.0.0.1:9443/expel\n    upstream_tls: {{ ca: {FIXTURE_CERT} }}"
+        ),
+    );
+    let c = ok(&https);
+    let tls = c.routes[0].upstream_tls.as_ref().expect("client TLS built");
+    assert_eq!(
+        format!("{:?}", tls.server_name),
+        "IpAddress(V4(Ipv4Addr([127, 0, 0, 1])))"
+    );
+    assert_eq!(c.routes[0].upstream.authority.port_u16(), Some(9443));
+    assert!(c.source_files().contains(&FIXTURE_CERT.into()));
+
+    let named = https.replace(
+        &format!("{FIXTURE_CERT} }}"),
+        &format!("{FIXTURE_CERT}, server_name: internal.example }}"),
+    );
+    let c = ok(&named);
+    let tls = c.routes[0].upstream_tls.as_ref().unwrap();
+    assert!(format!("{:?}", tls.server_name).contains("internal.example"));
+
+    let errs = errors(&https.replace(FIXTURE_CERT, "no/such/ca.pem"));
     assert!(
-        errs[0].contains("https upstreams are not supported yet"),
+        errs[0].starts_with("routes[0].upstream_tls: cannot read no/such/ca.pem"),
         "{errs:?}"
     );
+    let errs = errors(&https.replace(
+        &format!("{FIXTURE_CERT} }}"),
+        &format!("{FIXTURE_CERT}, cert: {FIXTURE_CERT} }}"),
+    ));
+    assert!(errs[0].contains("`cert` and `key` go together"), "{errs:?}");
+    // upstream_tls on an http upstream is a mistake worth pointing out.
+    let errs = errors(&https.replace("https://", "http://"));
+    assert!(
+        errs[0].starts_with("routes[0].upstream_tls: applies to https upstreams only"),
+        "{errs:?}"
+    );
+    let errs = errors(&MINIMAL.replace("http://127.0.0.1", "ftp://127.0.0.1"));
+    assert!(errs[0].contains("http or https"), "{errs:?}");
+}
+
+#[test]
+fn the_listener_tls_section_loads_and_names_its_broken_files() {
+    let tls = format!("tls: {{ cert: {FIXTURE_CERT}, key: {FIXTURE_KEY} }}\n");
+    let c = ok(&format!("{tls}{MINIMAL}"));
+    let t = c.tls.as_ref().expect("tls");
+    assert_eq!(t.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(t.client_auth, None);
+    assert!(c.source_files().contains(&FIXTURE_KEY.into()));
+
+    let cases = [
+        (
+            tls.replace(FIXTURE_KEY, "no/key.pem"),
+            "tls.key: cannot read no/key.pem",
+        ),
+        (
+            tls.replace(FIXTURE_CERT, "no/cert.pem"),
+            "tls.cert: cannot read no/cert.pem",
+        ),
+        // The certificate file given as the key: not a private key.
+        (
+            tls.replace(FIXTURE_KEY, FIXTURE_CERT),
+            "tls.key: tests/fixtures/tls/server.crt: holds no PEM private key",
+        ),
+        (
+            tls.replace(" }", ", client_auth: optional }"),
+            "tls.client_auth: needs `client_ca`",
+        ),
+        (
+            tls.replace(" }", ", min_version: \"1.1\" }"),
+            "tls.min_version: \"1.1\": use",
+        ),
+        (
+            tls.replace(" }", ", handshake_timeout: 0s }"),
+            "tls.handshake_timeout: must be more than zero",
+        ),
+        (
+            tls.replace(" }", ", client_ca: no/ca.pem }"),
+            "tls.client_ca: cannot read no/ca.pem",
+        ),
+        ("tls: { cert: a }\n".to_string(), "tls.key: is required"),
+    ];
+    for (yaml, want) in cases {
+        let errs = errors(&format!("{yaml}{MINIMAL}"));
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "want {want:?}: {errs:?}"
+        );
+    }
+    let mtls = tls.replace(
+        " }",
+        &format!(", client_ca: {FIXTURE_CERT}, min_version: \"1.3\" }}"),
+    );
+    let c = ok(&format!("{mtls}{MINIMAL}"));
+    let t = c.tls.unwrap();
+    assert_eq!(t.client_auth, Some(crate::tls::ClientAuth::Required));
+    assert!(t.tls13_only);
+}
+
+#[test]
+fn limits_and_reload_have_safe_defaults_and_checked_ranges() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.limits.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.limits.max_connections, 10_000);
+    assert!(c.reload.watch);
+    let c = ok(&format!(
+        "limits: {{ max_connections: 5, max_connections_per_ip: 0, header_timeout: 2s, \
+         body_timeout: 3s, idle_timeout: 4s, max_header_bytes: 16KiB, max_headers: 50, \
+         h2_max_concurrent_streams: 10, h2_max_header_list: 8KiB, h2_stream_window: 1MiB, \
+         h2_connection_window: 2MiB, h2_max_frame_size: 32KiB }}\n\
+         reload: {{ watch: false, interval: 500ms }}\n{MINIMAL}"
+    ));
+    assert_eq!(c.limits.max_connections, 5);
+    assert_eq!(c.limits.max_connections_per_ip, 0);
+    assert_eq!(c.limits.idle_timeout, Duration::from_secs(4));
+    assert_eq!(c.limits.max_header_bytes, 16 * 1024);
+    assert_eq!(c.limits.h2_max_frame_size, 32 * 1024);
+    assert!(!c.reload.watch);
+    assert_eq!(c.reload.interval, Duration::from_millis(500));
+    for (yaml, want) in [
+        (
+            "limits: { max_header_bytes: 4KiB }",
+            "limits.max_header_bytes: must be between 8KiB",
+        ),
+        (
+            "limits: { max_connections: 0 }",
+            "limits.max_connections: must be between 1",
+        ),
+        (
+            "limits: { h2_max_frame_size: 1KiB }",
+            "limits.h2_max_frame_size: must be between 16KiB",
+        ),
+        (
+            "limits: { idle_timeout: 0s }",
+            "limits.idle_timeout: must be more than zero",
+        ),
+        (
+            "limits: { header_timout: 1s }",
+            "limits.header_timout: unknown key",
+        ),
+        ("reload: { watch: maybe }", "reload.watch:"),
+    ] {
+        let errs = errors(&format!("{yaml}\n{MINIMAL}"));
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "want {want:?}: {errs:?}"
+        );
+    }
 }
 
 #[test]

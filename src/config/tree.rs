@@ -290,7 +290,7 @@ impl<'a> MapReader<'a> {
         &self.path
     }
 
-    fn child_path(&self, key: &str) -> String {
+    pub fn child_path(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_string()
         } else {

@@ -7,6 +7,7 @@
 pub mod body;
 pub mod client_ip;
 pub mod dedup;
+pub mod framing;
 pub mod rate;
 pub mod route;
 
@@ -18,6 +19,8 @@ use std::net::IpAddr;
 /// Every way a request can fail, from the first stage to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {
+    /// A request head that a proxy must not pass on (smuggling shapes, a bad Host).
+    Malformed(framing::Malformed),
     UnknownRoute,
     MethodNotAllowed,
     IpNotAllowed,
@@ -45,6 +48,8 @@ pub enum Reject {
     UpstreamBroken,
     /// The upstream did not answer within the route's `upstream_timeout`.
     UpstreamTimeout,
+    /// The TLS handshake with an https upstream failed (certificate, name, protocol).
+    UpstreamTls,
 }
 
 impl Reject {
@@ -52,6 +57,7 @@ impl Reject {
     /// verification (406 unless configured).
     pub fn status(self, reject_status: StatusCode) -> StatusCode {
         match self {
+            Reject::Malformed(_) => StatusCode::BAD_REQUEST,
             Reject::UnknownRoute => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::IpNotAllowed => StatusCode::FORBIDDEN,
@@ -67,12 +73,14 @@ impl Reject {
             Reject::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamBroken => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reject::UpstreamTls => StatusCode::BAD_GATEWAY,
         }
     }
 
     /// The short reason code sent in the body and logged (and, later, the metric label).
     pub fn reason(self) -> &'static str {
         match self {
+            Reject::Malformed(m) => m.reason(),
             Reject::UnknownRoute => "unknown_route",
             Reject::MethodNotAllowed => "method_not_allowed",
             Reject::IpNotAllowed => "ip_not_allowed",
@@ -88,13 +96,15 @@ impl Reject {
             Reject::UpstreamUnreachable => "upstream_unreachable",
             Reject::UpstreamBroken => "upstream_broken",
             Reject::UpstreamTimeout => "upstream_timeout",
+            Reject::UpstreamTls => "upstream_tls_failed",
         }
     }
 
     /// The outcome class logged for this failure.
     pub fn outcome(self) -> &'static str {
         match self {
-            Reject::UnknownRoute
+            Reject::Malformed(_)
+            | Reject::UnknownRoute
             | Reject::MethodNotAllowed
             | Reject::IpNotAllowed
             | Reject::RateLimited { .. }
@@ -108,7 +118,8 @@ impl Reject {
             Reject::UpstreamStatus
             | Reject::UpstreamUnreachable
             | Reject::UpstreamBroken
-            | Reject::UpstreamTimeout => "upstream_failed",
+            | Reject::UpstreamTimeout
+            | Reject::UpstreamTls => "upstream_failed",
         }
     }
 }
@@ -169,6 +180,7 @@ mod tests {
             (Reject::UpstreamUnreachable, 502, "upstream_unreachable"),
             (Reject::UpstreamBroken, 502, "upstream_broken"),
             (Reject::UpstreamTimeout, 504, "upstream_timeout"),
+            (Reject::UpstreamTls, 502, "upstream_tls_failed"),
         ];
         for (r, status, reason) in cases {
             assert_eq!(r.status(r406).as_u16(), status, "{r:?}");

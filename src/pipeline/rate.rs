@@ -108,7 +108,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
 }
 
 /// The key a client is counted under: its IPv4 address, or its IPv6 /64.
-fn key_for(ip: IpAddr) -> IpAddr {
+pub fn key_for(ip: IpAddr) -> IpAddr {
     match crate::net::canonical(ip) {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);

@@ -276,3 +276,258 @@ pub async fn closed_port() -> SocketAddr {
     drop(l);
     a
 }
+
+/// A gateway started from a config file, with reloads on request (what SIGHUP does).
+pub struct FileGateway {
+    pub gw: Gateway,
+    pub reload: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl Gateway {
+    /// Starts a gateway from the config file at `path`, reloading it on request and
+    /// when a file it names changes.
+    pub async fn start_file(path: &std::path::Path) -> FileGateway {
+        let source = hookgate::cli::read_source(Some(path));
+        let config =
+            hookgate::cli::load(&source).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = public.local_addr().unwrap();
+        let admin_addr = admin.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (reload, requests) = tokio::sync::mpsc::unbounded_channel();
+        let listeners = hookgate::server::Listeners {
+            public,
+            admin: Some(admin),
+        };
+        let options = hookgate::reload::Options {
+            path: Some(path.to_path_buf()),
+            requests: Some(requests),
+        };
+        let join = tokio::spawn(hookgate::server::run_with(
+            config,
+            listeners,
+            async move {
+                let _ = rx.await;
+            },
+            options,
+        ));
+        FileGateway {
+            gw: Gateway {
+                addr,
+                admin: admin_addr,
+                shutdown: Some(tx),
+                join: Some(join),
+            },
+            reload,
+        }
+    }
+}
+
+/// A scratch directory, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("hookgate-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Writes `text` to `name` (atomically, by a rename, as kubelet and editors do).
+    pub fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test CA that issues server and client certificates (rcgen), and TLS clients.
+pub mod pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::sync::Arc;
+
+    pub struct Ca {
+        pub pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    /// A certificate and its key, as PEM.
+    pub struct Issued {
+        pub cert_pem: String,
+        pub key_pem: String,
+    }
+
+    impl Issued {
+        pub fn der(&self) -> CertificateDer<'static> {
+            use rustls::pki_types::pem::PemObject;
+            CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap()
+        }
+    }
+
+    impl Ca {
+        pub fn new(name: &str) -> Ca {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let cert = params.self_signed(&key).unwrap();
+            Ca {
+                pem: cert.pem(),
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        fn issue(&self, names: &[&str], client: bool) -> Issued {
+            let key = KeyPair::generate().unwrap();
+            let mut params =
+                CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                    .unwrap();
+            params.distinguished_name.push(
+                DnType::CommonName,
+                names.first().copied().unwrap_or("client"),
+            );
+            params.extended_key_usages = vec![if client {
+                ExtendedKeyUsagePurpose::ClientAuth
+            } else {
+                ExtendedKeyUsagePurpose::ServerAuth
+            }];
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            Issued {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            }
+        }
+
+        pub fn server(&self, names: &[&str]) -> Issued {
+            self.issue(names, false)
+        }
+
+        pub fn client(&self, name: &str) -> Issued {
+            self.issue(&[name], true)
+        }
+
+        pub fn roots(&self) -> rustls::RootCertStore {
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap())
+                .unwrap();
+            roots
+        }
+
+        /// A client config trusting this CA, offering `alpn`, with an optional identity.
+        pub fn client_config(
+            &self,
+            alpn: &[&[u8]],
+            identity: Option<&Issued>,
+        ) -> Arc<rustls::ClientConfig> {
+            use rustls::pki_types::pem::PemObject;
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let b = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(self.roots());
+            let mut c = match identity {
+                None => b.with_no_client_auth(),
+                Some(id) => b
+                    .with_client_auth_cert(
+                        vec![id.der()],
+                        PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).unwrap(),
+                    )
+                    .unwrap(),
+            };
+            c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+            Arc::new(c)
+        }
+    }
+
+    pub type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+    /// Connects and completes a TLS handshake as `name`.
+    pub async fn connect(
+        addr: std::net::SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> std::io::Result<Tls> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+    }
+
+    /// The certificate the server presented.
+    pub fn peer_cert(s: &Tls) -> CertificateDer<'static> {
+        s.get_ref().1.peer_certificates().unwrap()[0]
+            .clone()
+            .into_owned()
+    }
+}
+
+/// Sends a request over an HTTP/1.1 or HTTP/2 client connection (`sender`), returning the
+/// reply and the protocol version the server answered with.
+pub async fn request_over<B>(
+    sender: &mut B,
+    req: Request<Full<Bytes>>,
+) -> Result<(Reply, http::Version), hyper::Error>
+where
+    B: SendRequest,
+{
+    let resp = tokio::time::timeout(Duration::from_secs(20), sender.send(req))
+        .await
+        .expect("answered in time")?;
+    let version = resp.version();
+    let (parts, body) = resp.into_parts();
+    Ok((
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await?.to_bytes(),
+        },
+        version,
+    ))
+}
+
+/// hyper's HTTP/1 and HTTP/2 senders under one name.
+pub trait SendRequest {
+    fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> impl std::future::Future<Output = Result<Response<Incoming>, hyper::Error>>;
+}
+
+impl SendRequest for hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> impl std::future::Future<Output = Result<Response<Incoming>, hyper::Error>> {
+        self.send_request(req)
+    }
+}
+
+impl SendRequest for hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> impl std::future::Future<Output = Result<Response<Incoming>, hyper::Error>> {
+        self.send_request(req)
+    }
+}

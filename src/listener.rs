@@ -1,0 +1,723 @@
+//! The public listener: accept, admit, handshake, pick the protocol, drive the
+//! connection under its deadlines, drain on shutdown. ../shared/hardening.md lists what
+//! hyper, hyper-util and tokio-rustls leave to the application; this module is where each
+//! gap is closed:
+//!
+//! - **Admission:** a global cap and a per-client-address cap on open connections. A
+//!   connection over either is closed as soon as it is accepted, never queued.
+//! - **TLS handshake:** bounded by `tls.handshake_timeout`; ALPN picks hyper's HTTP/2 or
+//!   HTTP/1.1 server directly.
+//! - **Protocol sniff (plain TCP):** hyper-util's `auto` sniff waits forever for the
+//!   24-byte HTTP/2 preface. Here the first bytes are peeked (nothing is copied) under the
+//!   header deadline, and HTTP/1.1 is recognised from the first byte that differs from
+//!   the preface.
+//! - **Deadlines:** one watchdog per connection instead of hyper's per-request header
+//!   timer. It cuts a request head that is not complete within `header_timeout` from its
+//!   first byte (slowloris), and a connection with no request in progress for
+//!   `idle_timeout`: an idle HTTP/2 connection gets a GOAWAY, which hyper does not send
+//!   by itself. A stalled response write is idle time too. The body deadline is the
+//!   handler's (`body_timeout`).
+//! - **Drain:** on shutdown every connection is asked to finish its current requests
+//!   and close (HTTP/1.1 without keep-alive, HTTP/2 GOAWAY).
+
+use crate::config::{Limits, TlsListener};
+use crate::net::IpSet;
+use crate::pipeline::framing::{HeadScanner, Malformed};
+use crate::server::Gateway;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What one generation of the config gives the listener: swapped as a whole on reload.
+/// A connection takes the generation current when it is accepted for its TLS and limits;
+/// each request takes the gateway current when it arrives.
+pub struct Generation {
+    pub gateway: Arc<Gateway>,
+    pub tls: Option<TlsListener>,
+    pub limits: Limits,
+    pub trusted: IpSet,
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Generation {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        tls: Option<TlsListener>,
+        limits: Limits,
+        trusted: IpSet,
+    ) -> Self {
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // The watchdog owns the head deadline (see the module doc).
+            .header_read_timeout(None)
+            .max_buf_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers)
+            .keep_alive(true);
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_header_list_size(limits.h2_max_header_list)
+            .initial_stream_window_size(limits.h2_stream_window)
+            .initial_connection_window_size(limits.h2_connection_window)
+            .max_frame_size(limits.h2_max_frame_size)
+            .max_send_buf_size(64 * 1024)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(256);
+        Generation {
+            gateway,
+            tls,
+            limits,
+            trusted,
+            h1,
+            h2,
+        }
+    }
+}
+
+/// State shared by the accept loop, every connection and the reloader.
+pub struct Shared {
+    current: RwLock<Arc<Generation>>,
+    pub conns: Conns,
+    pub reload_stats: crate::reload::Stats,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn new(generation: Generation) -> Arc<Shared> {
+        Arc::new(Shared {
+            current: RwLock::new(Arc::new(generation)),
+            conns: Conns::default(),
+            reload_stats: crate::reload::Stats::default(),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    /// The current generation.
+    pub fn current(&self) -> Arc<Generation> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in a new generation: new connections and new requests use it; requests in
+    /// flight finish on the one they started with.
+    pub fn swap(&self, generation: Generation) {
+        let next = Arc::new(generation);
+        match self.current.write() {
+            Ok(mut g) => *g = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+}
+
+/// Open connections, in total and per client address.
+#[derive(Default)]
+pub struct Conns {
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    closed: tokio::sync::Notify,
+}
+
+/// Holds a connection's place; gives it back when dropped.
+pub struct Admitted {
+    shared: Arc<Shared>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let conns = &self.shared.conns;
+        if let Some(ip) = self.ip {
+            if let Ok(mut map) = conns.per_ip.lock() {
+                if let Some(n) = map.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        map.remove(&ip);
+                    }
+                }
+            }
+        }
+        if conns.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            conns.closed.notify_waiters();
+        }
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    TooManyConnections,
+    TooManyFromAddress,
+}
+
+impl Conns {
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Admits a connection from `peer` under `limits`, or says why not.
+    pub fn admit(
+        shared: &Arc<Shared>,
+        peer: IpAddr,
+        limits: &Limits,
+        trusted: &IpSet,
+    ) -> Result<Admitted, Refused> {
+        let conns = &shared.conns;
+        if conns.open.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+            conns.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::TooManyConnections);
+        }
+        let mut admitted = Admitted {
+            shared: shared.clone(),
+            ip: None,
+        };
+        if limits.max_connections_per_ip > 0 && !trusted.contains(peer) {
+            let key = crate::pipeline::rate::key_for(peer);
+            let mut map = conns.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = map.entry(key).or_insert(0);
+            if *n >= limits.max_connections_per_ip {
+                drop(map);
+                return Err(Refused::TooManyFromAddress); // `admitted` gives the slot back
+            }
+            *n += 1;
+            admitted.ip = Some(key);
+        }
+        Ok(admitted)
+    }
+
+    /// Resolves once no connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Accepts connections until shutdown is requested, then stops accepting, asks every
+/// connection to close after its current requests, and returns.
+pub async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => admit_and_spawn(&shared, stream, peer),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    shared.shutdown.send_replace(true);
+}
+
+fn admit_and_spawn(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let generation = shared.current();
+    let admitted = match Conns::admit(shared, peer.ip(), &generation.limits, &generation.trusted) {
+        Ok(a) => a,
+        Err(why) => {
+            tracing::debug!(%peer, ?why, "connection refused");
+            return; // dropping the stream closes it
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let _admitted = admitted;
+        if let Err(e) = connection(shared, generation, stream, peer).await {
+            tracing::debug!(%peer, error = %e, "connection ended");
+        }
+    });
+}
+
+/// The protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Http1,
+    Http2,
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    generation: Arc<Generation>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> io::Result<()> {
+    let limits = generation.limits;
+    let track = Arc::new(ConnTrack::new());
+    let peer_text: Arc<str> = crate::net::canonical(peer.ip()).to_string().into();
+    let Some(tls) = &generation.tls else {
+        let deadline = tokio::time::Instant::now() + limits.header_timeout;
+        let proto = tokio::time::timeout_at(deadline, sniff(&stream))
+            .await
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "no request within header_timeout")
+            })??;
+        let ctx = ConnCtx {
+            shared,
+            track,
+            peer,
+            peer_text,
+            tls: false,
+        };
+        return match proto {
+            Proto::Http1 => serve_h1(&generation, ctx, stream).await,
+            Proto::Http2 => serve_h2(&generation, ctx, stream).await,
+        };
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    let stream = tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+        .map_err(|e| {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            e
+        })?;
+    // RFC 9113 §3.3: over TLS, HTTP/2 is chosen by ALPN only.
+    let proto = match stream.get_ref().1.alpn_protocol() {
+        Some(crate::tls::ALPN_H2) => Proto::Http2,
+        _ => Proto::Http1,
+    };
+    // The head deadline restarts after the handshake, which had its own.
+    track.reset_head();
+    let ctx = ConnCtx {
+        shared,
+        track,
+        peer,
+        peer_text,
+        tls: true,
+    };
+    match proto {
+        Proto::Http1 => serve_h1(&generation, ctx, stream).await,
+        Proto::Http2 => serve_h2(&generation, ctx, stream).await,
+    }
+}
+
+/// Waits for enough of the first bytes to tell HTTP/2's preface from an HTTP/1.1
+/// request line, without consuming them.
+async fn sniff(stream: &TcpStream) -> io::Result<Proto> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Proto::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Proto::Http2);
+        }
+        // A partial preface: peeking again at once would return the same bytes, so
+        // wait a little for the rest (the caller's deadline bounds this).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What a connection's requests need.
+struct ConnCtx {
+    shared: Arc<Shared>,
+    track: Arc<ConnTrack>,
+    peer: SocketAddr,
+    peer_text: Arc<str>,
+    tls: bool,
+}
+
+impl ConnCtx {
+    /// The per-connection service: each request takes the current gateway.
+    fn service(
+        &self,
+    ) -> impl hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = crate::server::Resp,
+        Error = std::convert::Infallible,
+        Future = impl Future<Output = Result<crate::server::Resp, std::convert::Infallible>> + Send,
+    > + Clone {
+        let shared = self.shared.clone();
+        let track = self.track.clone();
+        let peer = self.peer;
+        let peer_text = self.peer_text.clone();
+        let tls = self.tls;
+        service_fn(move |req| {
+            let gateway = shared.current().gateway.clone();
+            let (busy, framing) = track.begin();
+            let peer_text = peer_text.clone();
+            async move {
+                let conn = crate::server::ConnInfo { tls, framing };
+                let resp = gateway.handle(req, peer, &peer_text, conn).await;
+                drop(busy);
+                Ok(resp)
+            }
+        })
+    }
+}
+
+async fn serve_h1<S>(generation: &Generation, ctx: ConnCtx, stream: S) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    ctx.track.scan_heads();
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        track: ctx.track.clone(),
+    });
+    let conn = generation.h1.serve_connection(io, ctx.service());
+    drive(conn, &ctx, generation.limits, Proto::Http1, |c| {
+        c.graceful_shutdown()
+    })
+    .await
+}
+
+async fn serve_h2<S>(generation: &Generation, ctx: ConnCtx, stream: S) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = generation
+        .h2
+        .serve_connection(TokioIo::new(stream), ctx.service());
+    drive(conn, &ctx, generation.limits, Proto::Http2, |c| {
+        c.graceful_shutdown()
+    })
+    .await
+}
+
+/// Polls a connection to its end, under the watchdog and the shutdown signal.
+async fn drive<C>(
+    conn: C,
+    ctx: &ConnCtx,
+    limits: Limits,
+    proto: Proto,
+    graceful: impl Fn(Pin<&mut C>),
+) -> io::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    tokio::pin!(conn);
+    let mut shutdown = ctx.shared.shutdown.subscribe();
+    let watchdog = watchdog(&ctx.track, limits, proto);
+    tokio::pin!(watchdog);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            biased;
+            done = conn.as_mut() => return done.map_err(io::Error::other),
+            expiry = watchdog.as_mut(), if !closing => match expiry {
+                // Nothing is in progress: close at once (HTTP/2 says GOAWAY first).
+                Expiry::Idle if proto == Proto::Http2 => {
+                    graceful(conn.as_mut());
+                    closing = true;
+                }
+                Expiry::Idle => return Ok(()),
+                Expiry::Head => {
+                    tracing::debug!(peer = %ctx.peer, "request head not complete within header_timeout");
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "header_timeout"));
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop), if !closing => {
+                graceful(conn.as_mut());
+                closing = true;
+            }
+        }
+    }
+}
+
+/// Why the watchdog ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// No request in progress for `idle_timeout`.
+    Idle,
+    /// A request head started but was not complete within `header_timeout`.
+    Head,
+}
+
+/// Sleeps until the connection's deadline passes; a deadline that moved on is followed.
+async fn watchdog(track: &ConnTrack, limits: Limits, proto: Proto) -> Expiry {
+    let sleep = tokio::time::sleep(limits.header_timeout.min(limits.idle_timeout));
+    tokio::pin!(sleep);
+    loop {
+        sleep.as_mut().await;
+        match track.check(&limits, proto == Proto::Http1) {
+            Ok(wait) => sleep.as_mut().reset(tokio::time::Instant::now() + wait),
+            Err(expiry) => return expiry,
+        }
+    }
+}
+
+const NONE: u64 = u64::MAX;
+
+/// A connection's timeline, in nanoseconds since it was accepted: when the current
+/// request head started, when the connection last became idle, and how many requests
+/// are in progress. Written on the request path with relaxed atomics and two clock
+/// reads per request; read by the watchdog when it wakes.
+pub struct ConnTrack {
+    epoch: Instant,
+    active: AtomicUsize,
+    head_started: AtomicU64,
+    idle_since: AtomicU64,
+    /// HTTP/1 only: follows the raw bytes for the framing hyper hides.
+    scanner: std::sync::OnceLock<Mutex<HeadScanner>>,
+}
+
+impl ConnTrack {
+    fn new() -> Self {
+        ConnTrack {
+            epoch: Instant::now(),
+            active: AtomicUsize::new(0),
+            // The first head is due `header_timeout` after the connection opens.
+            head_started: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            scanner: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn scan_heads(&self) {
+        let _ = self.scanner.set(Mutex::new(HeadScanner::default()));
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn reset_head(&self) {
+        self.head_started.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// Bytes arrived: if no request is in progress, a new head has begun.
+    fn on_read(&self, bytes: &[u8]) {
+        if let Some(scanner) = self.scanner.get() {
+            scanner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .feed(bytes);
+        }
+        if self.active.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == NONE
+        {
+            self.head_started.store(self.now(), Ordering::Relaxed);
+        }
+    }
+
+    /// A request's head is complete and its handler runs until the guard drops. Also
+    /// the framing verdict for the head (always fine for HTTP/2).
+    fn begin(self: &Arc<Self>) -> (Busy, Result<(), Malformed>) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(NONE, Ordering::Relaxed);
+        let verdict = match self.scanner.get() {
+            Some(s) => s.lock().unwrap_or_else(|p| p.into_inner()).next_verdict(),
+            None => Ok(()),
+        };
+        (Busy(self.clone()), verdict)
+    }
+
+    /// `Ok(wait)`: check again after `wait`; `Err`: the connection is past a deadline.
+    fn check(&self, limits: &Limits, heads: bool) -> Result<Duration, Expiry> {
+        let now = self.now();
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return Ok(limits.header_timeout.min(limits.idle_timeout));
+        }
+        let head = self.head_started.load(Ordering::Relaxed);
+        let (since, limit, expiry) = if heads && head != NONE {
+            (head, limits.header_timeout, Expiry::Head)
+        } else {
+            (
+                self.idle_since.load(Ordering::Relaxed),
+                limits.idle_timeout,
+                Expiry::Idle,
+            )
+        };
+        let due = since.saturating_add(limit.as_nanos() as u64);
+        if now >= due {
+            Err(expiry)
+        } else {
+            Ok(Duration::from_nanos(due - now))
+        }
+    }
+}
+
+/// A request in progress on a connection.
+struct Busy(Arc<ConnTrack>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.idle_since.store(self.0.now(), Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An HTTP/1 stream that tells the connection's timeline when bytes arrive.
+struct Tracked<S> {
+    inner: S,
+    track: Arc<ConnTrack>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.track.on_read(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(header_ms: u64, idle_ms: u64) -> Limits {
+        Limits {
+            header_timeout: Duration::from_millis(header_ms),
+            idle_timeout: Duration::from_millis(idle_ms),
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn the_timeline_picks_the_deadline_that_applies() {
+        let l = limits(50, 200);
+        let t = Arc::new(ConnTrack::new());
+        // A new connection owes its first head within the header timeout.
+        assert!(t.check(&l, true).unwrap() <= Duration::from_millis(50));
+        let (busy, _) = t.begin();
+        assert_eq!(t.check(&l, true), Ok(Duration::from_millis(50)));
+        drop(busy);
+        // Idle now: the idle deadline applies.
+        let wait = t.check(&l, true).unwrap();
+        assert!(wait > Duration::from_millis(150), "{wait:?}");
+        // A byte of the next head: the header deadline applies again.
+        t.on_read(b"P");
+        assert!(t.check(&l, true).unwrap() <= Duration::from_millis(50));
+        // HTTP/2 has no heads to time this way: only idleness counts.
+        assert!(t.check(&l, false).unwrap() > Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(t.check(&l, true), Err(Expiry::Head));
+        assert!(t.check(&l, false).is_ok());
+    }
+
+    #[test]
+    fn admission_counts_per_address_and_in_total() {
+        let gw = Arc::new(Gateway::new(
+            &crate::cli::load(&crate::cli::read_source(None)).unwrap(),
+            None,
+        ));
+        let l = Limits {
+            max_connections: 3,
+            max_connections_per_ip: 2,
+            ..Limits::default()
+        };
+        let trusted = IpSet::new(vec![crate::net::parse_net("10.0.0.0/8").unwrap()]);
+        let shared = Shared::new(Generation::new(gw, None, l, trusted.clone()));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "10.1.1.1".parse().unwrap();
+        let a1 = Conns::admit(&shared, a, &l, &trusted).unwrap();
+        let _a2 = Conns::admit(&shared, a, &l, &trusted).unwrap();
+        assert_eq!(
+            Conns::admit(&shared, a, &l, &trusted).err(),
+            Some(Refused::TooManyFromAddress)
+        );
+        assert_eq!(shared.conns.open(), 2);
+        // A trusted proxy is not capped per address, only in total.
+        let _b1 = Conns::admit(&shared, b, &l, &trusted).unwrap();
+        assert_eq!(
+            Conns::admit(&shared, b, &l, &trusted).err(),
+            Some(Refused::TooManyConnections)
+        );
+        drop(a1);
+        assert_eq!(shared.conns.open(), 2);
+        let _a3 = Conns::admit(&shared, a, &l, &trusted).unwrap();
+        // IPv6 clients share their /64.
+        let l6 = Limits {
+            max_connections_per_ip: 1,
+            ..l
+        };
+        let shared6 = Shared::new(Generation::new(
+            shared.current().gateway.clone(),
+            None,
+            l6,
+            IpSet::default(),
+        ));
+        let _x = Conns::admit(
+            &shared6,
+            "2001:db8::1".parse().unwrap(),
+            &l6,
+            &IpSet::default(),
+        )
+        .unwrap();
+        assert!(Conns::admit(
+            &shared6,
+            "2001:db8::2".parse().unwrap(),
+            &l6,
+            &IpSet::default()
+        )
+        .is_err());
+        assert!(Conns::admit(
+            &shared6,
+            "2001:db8:0:1::1".parse().unwrap(),
+            &l6,
+            &IpSet::default()
+        )
+        .is_ok());
+    }
+}
