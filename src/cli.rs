@@ -234,8 +234,13 @@ pub fn render(config: &Config, label: &str) -> String {
         .iter()
         .map(|n| n.to_string())
         .collect();
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     out.push_str(&format!(
-        "listen {} (http)  admin {}  workers {}  trusted_proxies {}\n\n",
+        "listen {} ({scheme})  admin {}  workers {}  trusted_proxies {}\n",
         config.listen,
         config
             .admin_listen
@@ -246,6 +251,43 @@ pub fn render(config: &Config, label: &str) -> String {
             "none".to_string()
         } else {
             trusted.join(",")
+        }
+    ));
+    if let Some(t) = &config.tls {
+        let files: Vec<String> = t.files.iter().map(|p| p.display().to_string()).collect();
+        out.push_str(&format!(
+            "tls {}  client_auth {}  min_version {}  handshake_timeout {}\n",
+            files.join(","),
+            match t.client_auth {
+                None => "none",
+                Some(crate::tls::ClientAuth::Required) => "required",
+                Some(crate::tls::ClientAuth::Optional) => "optional",
+            },
+            if t.tls13_only { "1.3" } else { "1.2" },
+            units::format_duration(t.handshake_timeout),
+        ));
+    }
+    let l = &config.limits;
+    out.push_str(&format!(
+        "limits connections {} (per ip {})  header {}  body {}  idle {}  head {} / {} fields  h2 streams {}\n",
+        l.max_connections,
+        l.max_connections_per_ip,
+        units::format_duration(l.header_timeout),
+        units::format_duration(l.body_timeout),
+        units::format_duration(l.idle_timeout),
+        units::format_size(l.max_header_bytes as u64),
+        l.max_headers,
+        l.h2_max_concurrent_streams,
+    ));
+    out.push_str(&format!(
+        "reload {}\n\n",
+        if config.reload.watch {
+            format!(
+                "on SIGHUP and file changes (every {})",
+                units::format_duration(config.reload.interval)
+            )
+        } else {
+            "on SIGHUP".to_string()
         }
     ));
     let mut rows = vec![[

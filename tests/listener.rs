@@ -783,3 +783,67 @@ async fn https_upstreams_with_a_ca_bundle_and_a_client_certificate() {
         &[Bytes::from_static(BODY)]
     );
 }
+
+#[tokio::test]
+async fn sigterm_drain_turns_unready_closes_idle_connections_and_finishes_requests() {
+    let up = Upstream::start().await;
+    up.set(200, "slow but fine", Duration::from_millis(800));
+    let gw = Gateway::start(&format!("shutdown_grace: 5s\n{}", route_yaml(&up)), None).await;
+    let (addr, admin) = (gw.addr, gw.admin);
+    let sig = expel_sig(SECRET, BODY);
+    let request = format!(
+        "POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nExpel-Signature-256: {sig}\r\nContent-Length: {}\r\n\r\n{}",
+        BODY.len(),
+        std::str::from_utf8(BODY).unwrap()
+    );
+    // An idle keep-alive connection (its request answered), and one request in flight.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(idle.read(&mut buf).await.unwrap() > 0);
+    let sig2 = sig.clone();
+    let inflight = tokio::spawn(async move {
+        post(
+            addr,
+            "/hooks/expel",
+            &[("expel-signature-256", &sig2)],
+            BODY,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(gw.stop());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(send(admin, "GET", "/readyz", &[], "").await.status, 503);
+    let (_, closed) = until_closed(&mut idle, Duration::from_secs(1)).await;
+    assert!(
+        closed.is_some(),
+        "an idle connection stayed open during the drain"
+    );
+    let r = inflight.await.unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (200, "slow but fine")
+    );
+    assert_eq!(stopping.await.unwrap().cut, 0);
+
+    // A request that outlives the grace period is cut, and counted.
+    let up = Upstream::start().await;
+    up.set(200, "too slow", Duration::from_secs(3));
+    let gw = Gateway::start(&format!("shutdown_grace: 200ms\n{}", route_yaml(&up)), None).await;
+    let addr = gw.addr;
+    let slow = tokio::spawn(async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        until_closed(&mut s, Duration::from_secs(5)).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    assert_eq!(gw.stop().await.cut, 1);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(slow);
+}
