@@ -847,3 +847,30 @@ async fn sigterm_drain_turns_unready_closes_idle_connections_and_finishes_reques
     );
     drop(slow);
 }
+
+#[tokio::test]
+async fn chunked_bodies_arrive_whole_and_trailers_are_not_forwarded() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&route_yaml(&up), None).await;
+    let sig = expel_sig(SECRET, BODY);
+    let (a, b) = BODY.split_at(7);
+    let req = format!(
+        "POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nExpel-Signature-256: {sig}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x};ext=1\r\n{}\r\n{:x}\r\n{}\r\n0\r\nX-Trailer: smuggled\r\n\r\n",
+        a.len(),
+        std::str::from_utf8(a).unwrap(),
+        b.len(),
+        std::str::from_utf8(b).unwrap()
+    );
+    let answer = raw(gw.addr, req.as_bytes(), Duration::from_millis(500)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let got = up.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, BODY);
+    assert_eq!(
+        got[0].headers["content-length"],
+        BODY.len().to_string().as_str()
+    );
+    assert!(got[0].headers.get("x-trailer").is_none());
+    assert!(got[0].headers.get("transfer-encoding").is_none());
+}
