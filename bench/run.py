@@ -20,7 +20,10 @@ Options:
 
 Setup (2 cores): the upstream sink (`hookgate sink`, 1 worker) and wrk share core 0;
 the proxy under test (hookgate, nginx or haproxy, one worker each) runs on core 1. The
-`allcores` scenario runs the proxies unpinned with 2 workers each and wrk unpinned.
+`allcores` scenario runs the proxies unpinned with 2 workers each and wrk unpinned. The
+`tls` scenario runs them pinned, each terminating TLS on its usual port with a
+self-signed ECDSA P-256 certificate made with openssl in the run's temp directory
+(haproxy only if its build has OpenSSL), and wrk targets https://.
 Everything listens on and talks to 127.0.0.1 only: sink :9000, hookgate :9100 (admin
 :9101), nginx :9200, haproxy :9300. Every process started is killed (process group)
 on exit, on errors and on Ctrl-C.
@@ -45,6 +48,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
@@ -240,6 +244,60 @@ def run_cmd(cmd, timeout, cwd=None):
     return r.returncode, r.stdout.decode("utf-8", "replace")
 
 
+def haproxy_has_tls():
+    """Whether this haproxy build can terminate TLS (`haproxy -vv` lists OpenSSL)."""
+    status, out = run_cmd(["haproxy", "-vv"], 10)
+    return status == 0 and bool(
+        re.search(r"USE_OPENSSL=1|\+OPENSSL\b|Built with OpenSSL", out)
+    )
+
+
+def make_cert(directory):
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 and localhost, valid 2 days.
+    Returns (cert path, key path, cert+key path for haproxy)."""
+    os.makedirs(directory, exist_ok=True)
+    crt = os.path.join(directory, "server.crt")
+    key = os.path.join(directory, "server.key")
+    pem = os.path.join(directory, "server.pem")
+    cmd = [
+        "openssl", "req", "-x509",
+        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", key, "-out", crt, "-days", "2",
+        "-subj", "/CN=localhost",
+        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    ]
+    progress(f"tls: {shlex.join(cmd)}")
+    status, out = run_cmd(cmd, 30)
+    if status != 0:
+        raise BenchError(f"openssl req failed ({status}):\n{out}")
+    with open(pem, "wb") as f:
+        for part in (crt, key):
+            with open(part, "rb") as src:
+                f.write(src.read())
+    os.chmod(key, 0o600)
+    os.chmod(pem, 0o600)
+    return crt, key, pem
+
+
+def negotiated(port):
+    """Protocol, cipher and key exchange an OpenSSL client (as wrk's) gets from the
+    server on `port`, from `openssl s_client`."""
+    status, out = run_cmd(
+        ["openssl", "s_client", "-connect", f"{HOST}:{port}"], 15
+    )
+    # "New, TLSv1.3, Cipher is ..." is always printed after a handshake; the
+    # SSL-Session block ("Protocol :", "Cipher :") only once a TLS 1.3 server's
+    # session ticket arrived before s_client hung up.
+    m = re.search(r"^New, (\S+), Cipher is (\S+)", out, re.M)
+    if not m or m.group(2) == "(NONE)":
+        raise BenchError(f"openssl s_client to {HOST}:{port} got no session ({status}):\n{out[-2000:]}")
+    text = f"{m.group(1)}, {m.group(2)}"
+    kx = re.search(r"^Server Temp Key:\s*([^,\n]+)", out, re.M)
+    if kx:
+        text += f", key exchange {kx.group(1).strip()}"
+    return text
+
+
 # -------------------------------------------------------------------------- payloads
 
 
@@ -354,9 +412,25 @@ def request_bytes(port, body, sig):
     return head.encode() + body
 
 
-def probe(port, body, sig):
-    """One request with http.client; returns the status."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+def unverified_tls_context():
+    """A client context for the bench's self-signed certificate: no verification,
+    ALPN http/1.1 (what wrk gets too)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def probe(port, body, sig, scheme="http"):
+    """One request with http.client (over TLS, unverified, if scheme is https);
+    returns the status."""
+    if scheme == "https":
+        conn = http.client.HTTPSConnection(
+            HOST, port, timeout=10, context=unverified_tls_context()
+        )
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         conn.request(
             "POST",
@@ -529,8 +603,11 @@ class Bench:
         self.out = report
         self.procs = Processes()
         self.peers_dir = os.path.abspath(args.peers)
-        self.mode = None  # which proxy set is running: "pinned", "allcores", "rss"
+        self.mode = None  # which proxy set is running: "pinned", "allcores", "rss", "tls"
         self.results = {}  # scenario -> target -> medians
+        self.cert = None  # (cert, key, cert+key) once the tls scenario made them
+        self.haproxy_tls = None  # whether haproxy can terminate TLS (tls mode)
+        self.negotiated = {}  # target -> "protocol, cipher, key exchange" (tls)
         self.rss = {}  # target -> dict
         self.crypto = None
         self.payloads = {}
@@ -582,14 +659,18 @@ class Bench:
         proc = self.procs.start("sink", cmd, os.path.join(self.tmp, "sink.log"))
         wait_port(self.procs, "sink", proc, SINK_PORT)
 
-    def hookgate_config(self, workers):
-        path = os.path.join(self.tmp, f"hookgate-{workers}w.yaml")
+    def hookgate_config(self, workers, tls=False):
+        path = os.path.join(self.tmp, f"hookgate-{workers}w{'-tls' if tls else ''}.yaml")
+        tls_section = ""
+        if tls:
+            crt, key, _ = self.cert
+            tls_section = f"tls:\n  cert: {crt}\n  key: {key}\n"
         with open(path, "w") as f:
             f.write(
                 f"""# generated by bench/run.py
 listen: {HOST}:{HOOKGATE_PORT}
 workers: {workers}
-admin:
+{tls_section}admin:
   listen: {HOST}:{ADMIN_PORT}
 shutdown_grace: 2s
 routes:
@@ -623,7 +704,8 @@ routes:
     def start_proxies(self, mode):
         """mode: "pinned" (1 worker each on core 1), "allcores" (2 workers each,
         unpinned), "rss" (as pinned, with the peers' connection caps raised to hold
-        10,000 idle connections)."""
+        10,000 idle connections), "tls" (as pinned, each terminating TLS with the
+        certificate from make_cert; haproxy left out if its build has no OpenSSL)."""
         if self.mode == mode:
             return
         self.stop_proxies()
@@ -639,6 +721,18 @@ routes:
             nginx_edits.append((r"^(\s*worker_processes\s+)\d+;", r"\g<1>2;"))
         if mode == "rss":
             nginx_edits.append((r"(worker_connections\s+)\d+;", r"\g<1>16384;"))
+        if mode == "tls":
+            crt, key, pem = self.cert
+            nginx_edits.append(
+                (
+                    rf"^([ \t]*)(listen[ \t]+{re.escape(HOST)}:{NGINX_PORT})[ \t]*;",
+                    rf"\g<1>\g<2> ssl;\n\g<1>ssl_certificate {crt};\n"
+                    rf"\g<1>ssl_certificate_key {key};\n"
+                    # nginx < 1.23.4 leaves TLSv1.3 out of its default ssl_protocols;
+                    # protocols only, the ciphers stay nginx's defaults.
+                    r"\g<1>ssl_protocols TLSv1.2 TLSv1.3;",
+                )
+            )
         nginx_conf = self.peer_config("nginx.conf", nginx_dir, nginx_edits)
 
         haproxy_edits = []
@@ -649,6 +743,13 @@ routes:
             # below that it must be told to start anyway (it needs about 10,000 here).
             haproxy_edits.append(
                 (r"^(\s*)maxconn\s+\d+", r"\g<1>maxconn 12000\n\g<1>no strict-limits")
+            )
+        if mode == "tls":
+            haproxy_edits.append(
+                (
+                    rf"^([ \t]*bind[ \t]+{re.escape(HOST)}:{HAPROXY_PORT})[ \t]*$",
+                    rf"\g<1> ssl crt {pem}",
+                )
             )
         haproxy_cfg = self.peer_config(
             "haproxy.cfg", os.path.join(self.tmp, f"haproxy-{mode}"), haproxy_edits
@@ -664,12 +765,14 @@ routes:
                     "warn",
                     "serve",
                     "--config",
-                    self.hookgate_config(workers),
+                    self.hookgate_config(workers, tls=mode == "tls"),
                 ],
             ),
             ("nginx", NGINX_PORT, ["nginx", "-c", nginx_conf, "-p", nginx_dir + "/"]),
             ("haproxy", HAPROXY_PORT, ["haproxy", "-f", haproxy_cfg]),
         ]
+        if mode == "tls" and not self.haproxy_tls:
+            starts = [s for s in starts if s[0] != "haproxy"]
         for name, port, cmd in starts:
             proc = self.procs.start(
                 name, pinned(core, cmd), os.path.join(self.tmp, f"{name}-{mode}.log")
@@ -689,7 +792,7 @@ routes:
 
     # ---------------------------------------------------------------- load
 
-    def run_wrk(self, name, port, payload, threads, conns, core):
+    def run_wrk(self, name, port, payload, threads, conns, core, scheme="http"):
         log = os.path.join(self.tmp, "wrk.out")
         cmd = pinned(
             core,
@@ -701,7 +804,7 @@ routes:
                 "--latency",
                 "-s",
                 payload.lua,
-                f"http://{HOST}:{port}{PATH}",
+                f"{scheme}://{HOST}:{port}{PATH}",
             ],
         )
         if os.path.exists(log):
@@ -724,11 +827,11 @@ routes:
         )
         return r
 
-    def load(self, scenario, runs, threads, conns, core):
+    def load(self, scenario, runs, threads, conns, core, scheme="http"):
         """runs: [(target name, port, payload, expected status)], interleaved per round.
         Returns {target: medians}."""
         for name, port, payload, expect in runs:
-            status = probe(port, payload.body, payload.sig)
+            status = probe(port, payload.body, payload.sig, scheme)
             if status != expect:
                 raise BenchError(
                     f"{scenario}: {name} answered {status} to a probe, expected {expect}"
@@ -737,10 +840,12 @@ routes:
         for rnd in range(self.args.rounds):
             progress(f"{scenario}: round {rnd + 1}/{self.args.rounds}")
             for name, port, payload, _ in runs:
-                samples[name].append(self.run_wrk(name, port, payload, threads, conns, core))
+                samples[name].append(
+                    self.run_wrk(name, port, payload, threads, conns, core, scheme)
+                )
                 time.sleep(0.3)
         for name, port, payload, expect in runs:
-            status = probe(port, payload.body, payload.sig)
+            status = probe(port, payload.body, payload.sig, scheme)
             if status != expect:
                 raise BenchError(
                     f"{scenario}: {name} answered {status} after the load, expected {expect}"
@@ -781,25 +886,33 @@ routes:
             ["target", "req/s", "p50 ms", "p99 ms", "errors", "×haproxy", "×nginx"], rows
         )
 
-    def three_way(self, scenario, title, payload_name, mode="pinned"):
+    def three_way(
+        self, scenario, title, payload_name, mode="pinned", scheme="http", targets=TARGETS, notes=()
+    ):
+        """notes: extra report lines between the setup line and the table."""
         self.start_proxies(mode)
         payload = self.payloads[payload_name]
         if mode == "allcores":
             threads, conns, core = 2, 64, None
         else:
             threads, conns, core = 1, 32, LOAD_CORE
-        runs = [(name, port, payload, 200) for name, port in TARGETS]
-        result = self.load(scenario, runs, threads, conns, core)
+        runs = [(name, port, payload, 200) for name, port in targets]
+        result = self.load(scenario, runs, threads, conns, core, scheme)
         self.results[scenario] = result
         self.out.line(f"### {scenario}: {title}")
         self.out.line()
         self.out.line(
             f"wrk `-t{threads} -c{conns} -d{self.args.duration}s`"
             + (" pinned to core 0" if core is not None else " unpinned")
+            + (f" against `{scheme}://`" if scheme != "http" else "")
             + f", body {len(payload.body):,} bytes, median of {self.args.rounds} "
             "interleaved round(s); errors summed over the rounds."
         )
         self.out.line()
+        for note in notes:
+            self.out.line(note)
+        if notes:
+            self.out.line()
         self.print_load_table(result)
 
     # ---------------------------------------------------------------- scenarios
@@ -881,7 +994,40 @@ routes:
         )
 
     def sc_tls(self):
-        self.not_measured("tls", "TLS termination lands with issue #5")
+        if self.cert is None:
+            self.cert = make_cert(os.path.join(self.tmp, "tls"))
+        if self.haproxy_tls is None:
+            self.haproxy_tls = haproxy_has_tls()
+        targets = [t for t in TARGETS if t[0] != "haproxy" or self.haproxy_tls]
+        self.start_proxies("tls")
+        self.negotiated = {}
+        for name, port in targets:
+            self.negotiated[name] = negotiated(port)
+            progress(f"tls: {name} negotiates {self.negotiated[name]}")
+        notes = [
+            "Each target terminates TLS on its usual port with the same self-signed ECDSA "
+            "P-256 certificate (`openssl req -x509 -newkey ec`, 127.0.0.1/localhost) and "
+            "its own default ciphers (nginx: `ssl_protocols TLSv1.2 TLSv1.3` added, as "
+            "nginx before 1.23.4 leaves TLSv1.3 out by default); wrk sends no ALPN and speaks HTTP/1.1; "
+            "with keep-alive the 32 handshakes are a negligible part of a run. Negotiated "
+            "(`openssl s_client`, the OpenSSL client wrk uses):",
+            "",
+        ]
+        for name, _ in targets:
+            notes.append(f"- {name}: {self.negotiated[name]}")
+        if not self.haproxy_tls:
+            notes.append("- haproxy: not measured, this haproxy build has no OpenSSL (`haproxy -vv`)")
+        self.three_way(
+            "tls",
+            "keep-alive POSTs of the 1682-byte sample event over TLS",
+            "sample",
+            mode="tls",
+            scheme="https",
+            targets=targets,
+            notes=notes,
+        )
+        # Fresh plain-HTTP processes for whatever runs next.
+        self.stop_proxies()
 
     def sc_queued(self):
         self.not_measured("queued", "queued delivery lands with issue #6")
@@ -1061,6 +1207,17 @@ routes:
                 hg["p99"] <= hap["p99"],
                 f"{hg['p99']:.3f} ms vs {hap['p99']:.3f} ms",
             )
+        t = self.results.get("tls")
+        if t:
+            hg, ngx = t["hookgate"], t["nginx"]
+            x = ratio(hg["rps"], ngx["rps"])
+            check(
+                "TLS req/s ≥ 1.0× nginx with TLS",
+                x >= 1.0,
+                f"{x:.2f}× ({hg['rps']:,.0f} vs {ngx['rps']:,.0f})",
+            )
+        else:
+            check("TLS req/s ≥ 1.0× nginx with TLS", None, "tls not run")
         f = self.results.get("forged")
         if f:
             x = ratio(f["rejects"]["rps"], f["accepted"]["rps"])
@@ -1227,7 +1384,7 @@ def main(argv):
             report.line()
         bench.check_ports_free()
         bench.prepare_payloads()
-        load = {"keepalive", "body64k", "body1m", "forged", "allcores", "rss"}
+        load = {"keepalive", "body64k", "body1m", "forged", "allcores", "tls", "rss"}
         if load & set(args.scenarios):
             bench.start_sink()
         report.line("## results")
