@@ -673,6 +673,9 @@ workers: {workers}
 {tls_section}admin:
   listen: {HOST}:{ADMIN_PORT}
 shutdown_grace: 2s
+# The load generator is one client address holding up to 10,000 connections (rss); the
+# peers have no per-address cap either.
+limits: {{ max_connections: 20000, max_connections_per_ip: 0 }}
 routes:
   - name: expel
     path: {PATH}

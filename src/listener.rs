@@ -92,6 +92,9 @@ impl Generation {
 /// State shared by the accept loop, every connection and the reloader.
 pub struct Shared {
     current: RwLock<Arc<Generation>>,
+    /// Bumped by every swap, so that a connection can tell with one atomic load that the
+    /// generation it started with is still current (no lock on the request path).
+    epoch: AtomicU64,
     pub conns: Conns,
     pub reload_stats: crate::reload::Stats,
     shutdown: watch::Sender<bool>,
@@ -101,10 +104,18 @@ impl Shared {
     pub fn new(generation: Generation) -> Arc<Shared> {
         Arc::new(Shared {
             current: RwLock::new(Arc::new(generation)),
+            epoch: AtomicU64::new(0),
             conns: Conns::default(),
             reload_stats: crate::reload::Stats::default(),
             shutdown: watch::channel(false).0,
         })
+    }
+
+    /// The current generation and its epoch.
+    fn current_with_epoch(&self) -> (Arc<Generation>, u64) {
+        let g = self.current.read().unwrap_or_else(|p| p.into_inner());
+        // Read under the lock: `swap` bumps the epoch while it holds the write lock.
+        (g.clone(), self.epoch.load(Ordering::Acquire))
     }
 
     /// The current generation.
@@ -119,10 +130,9 @@ impl Shared {
     /// flight finish on the one they started with.
     pub fn swap(&self, generation: Generation) {
         let next = Arc::new(generation);
-        match self.current.write() {
-            Ok(mut g) => *g = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
-        }
+        let mut g = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *g = next;
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -239,7 +249,7 @@ pub async fn accept_loop(
 }
 
 fn admit_and_spawn(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let generation = shared.current();
+    let (generation, epoch) = shared.current_with_epoch();
     let admitted = match Conns::admit(shared, peer.ip(), &generation.limits, &generation.trusted) {
         Ok(a) => a,
         Err(why) => {
@@ -251,7 +261,7 @@ fn admit_and_spawn(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let shared = shared.clone();
     tokio::spawn(async move {
         let _admitted = admitted;
-        if let Err(e) = connection(shared, generation, stream, peer).await {
+        if let Err(e) = connection(shared, generation, epoch, stream, peer).await {
             tracing::debug!(%peer, error = %e, "connection ended");
         }
     });
@@ -267,6 +277,7 @@ enum Proto {
 async fn connection(
     shared: Arc<Shared>,
     generation: Arc<Generation>,
+    epoch: u64,
     stream: TcpStream,
     peer: SocketAddr,
 ) -> io::Result<()> {
@@ -282,6 +293,8 @@ async fn connection(
             })??;
         let ctx = ConnCtx {
             shared,
+            gateway: generation.gateway.clone(),
+            epoch,
             track,
             peer,
             peer_text,
@@ -309,6 +322,8 @@ async fn connection(
     track.reset_head();
     let ctx = ConnCtx {
         shared,
+        gateway: generation.gateway.clone(),
+        epoch,
         track,
         peer,
         peer_text,
@@ -344,6 +359,9 @@ async fn sniff(stream: &TcpStream) -> io::Result<Proto> {
 /// What a connection's requests need.
 struct ConnCtx {
     shared: Arc<Shared>,
+    /// The gateway current at accept time, used while `epoch` is still current.
+    gateway: Arc<Gateway>,
+    epoch: u64,
     track: Arc<ConnTrack>,
     peer: SocketAddr,
     peer_text: Arc<str>,
@@ -365,8 +383,12 @@ impl ConnCtx {
         let peer = self.peer;
         let peer_text = self.peer_text.clone();
         let tls = self.tls;
+        let (at_accept, epoch) = (self.gateway.clone(), self.epoch);
         service_fn(move |req| {
-            let gateway = shared.current().gateway.clone();
+            let gateway = match shared.epoch.load(Ordering::Acquire) == epoch {
+                true => at_accept.clone(),
+                false => shared.current().gateway.clone(),
+            };
             let (busy, framing) = track.begin();
             let peer_text = peer_text.clone();
             async move {

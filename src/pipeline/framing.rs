@@ -159,7 +159,6 @@ const MAX_PENDING_VERDICTS: usize = 32;
 /// Content-Length or chunked coding, then the next request. Bodies are skipped, not
 /// read; only names and the Content-Length value are looked at, so the cost is a pass
 /// over each head. Pure: fed slices, it yields one verdict per complete head.
-#[derive(Debug)]
 pub struct HeadScanner {
     state: Scan,
     name: [u8; 18],
@@ -196,6 +195,29 @@ enum Scan {
 enum Field {
     ContentLength,
     TransferEncoding,
+}
+
+/// The scanner's state as it matters: the name bytes read so far only while a name is
+/// being read, and nothing but `lost` once lost (the fuzz target compares the states of
+/// scanners fed in different pieces).
+impl std::fmt::Debug for HeadScanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("HeadScanner");
+        if self.lost {
+            // Nothing else matters any more.
+            return d.field("lost", &true).finish();
+        }
+        d.field("state", &self.state);
+        if self.state == Scan::Name {
+            d.field("name", &&self.name[..self.name_len]);
+        }
+        d.field("content_lengths", &self.content_lengths)
+            .field("transfer_encodings", &self.transfer_encodings)
+            .field("length", &self.length)
+            .field("verdicts", &self.verdicts)
+            .field("lost", &self.lost)
+            .finish()
+    }
 }
 
 impl Default for HeadScanner {
@@ -256,9 +278,60 @@ impl HeadScanner {
                         }
                     }
                 }
+                Scan::LineStart => match data.iter().position(|&b| b == b'\n') {
+                    // A whole header line in hand (the usual case): no byte steps.
+                    Some(end) => {
+                        self.line(&data[..end]);
+                        data = &data[end + 1..];
+                    }
+                    None => {
+                        self.byte(data[0]);
+                        data = &data[1..];
+                    }
+                },
                 _ => {
                     self.byte(data[0]);
                     data = &data[1..];
+                }
+            }
+        }
+    }
+
+    /// A complete line at a line start (`raw` without its LF), with exactly the outcome
+    /// of feeding it byte by byte.
+    fn line(&mut self, raw: &[u8]) {
+        match raw {
+            [] | [b'\r'] => {
+                self.state = self.head_end();
+                return;
+            }
+            [b'\r', ..] => {
+                self.lost = true; // a CR not followed by LF where a field could start
+                return;
+            }
+            _ => {}
+        }
+        self.state = Scan::LineStart;
+        let Some(colon) = raw.iter().position(|&b| b == b':') else {
+            return;
+        };
+        let name = &raw[..colon];
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.transfer_encodings += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            self.content_lengths += 1;
+            self.length = 0;
+            for &b in raw[colon + 1..].iter().filter(|b| b.is_ascii_digit()) {
+                match self
+                    .length
+                    .checked_mul(10)
+                    .and_then(|l| l.checked_add(u64::from(b - b'0')))
+                {
+                    Some(l) => self.length = l,
+                    None => {
+                        self.lost = true;
+                        return;
+                    }
                 }
             }
         }
