@@ -74,6 +74,10 @@ fn main() -> ExitCode {
                 };
                 let report =
                     hookgate::server::run_with(cfg, listeners, shutdown_signal(), reload).await;
+                if let Some(e) = report.error {
+                    tracing::error!("{e}");
+                    return ExitCode::from(EXIT_RUNTIME as u8);
+                }
                 tracing::info!(cut = report.cut, "hookgate stopped");
                 ExitCode::SUCCESS
             })

@@ -181,6 +181,9 @@ fn restart_only(running: &Config, next: &Config) -> Vec<String> {
             show(next.admin_listen)
         ));
     }
+    if running.store != next.store {
+        out.push("store".to_string());
+    }
     if running.workers != next.workers {
         out.push(format!("workers ({} → {})", running.workers, next.workers));
     }

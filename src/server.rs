@@ -89,6 +89,8 @@ pub struct Gateway {
     in_flight: Arc<AtomicUsize>,
     body_timeout: Duration,
     pools: upstream::Pools,
+    /// The durable queue, for routes with `delivery: queued`.
+    queue: Option<Arc<crate::queue::Queue>>,
 }
 
 /// Liveness and readiness, shared with the admin listener.
@@ -197,7 +199,38 @@ impl Gateway {
             in_flight: previous.map(|p| p.in_flight.clone()).unwrap_or_default(),
             body_timeout: config.limits.body_timeout,
             pools,
+            queue: previous.and_then(|p| p.queue.clone()),
         }
+    }
+
+    /// Attaches the durable queue (the first generation; reloads carry it over).
+    pub fn with_queue(mut self, queue: Option<Arc<crate::queue::Queue>>) -> Gateway {
+        self.queue = queue;
+        self
+    }
+
+    /// The names of the routes with `delivery: queued`.
+    pub fn queued_routes(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter(|s| s.route.delivery == crate::config::Delivery::Queued)
+            .map(|s| s.route.name.clone())
+            .collect()
+    }
+
+    /// The index of the queued route called `name`.
+    pub fn queued_route(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|s| {
+            s.route.name == name && s.route.delivery == crate::config::Delivery::Queued
+        })
+    }
+
+    pub fn route(&self, idx: usize) -> &Route {
+        &self.routes[idx].route
+    }
+
+    pub fn route_state(&self, idx: usize) -> &RouteState {
+        &self.routes[idx]
     }
 
     pub fn in_flight(&self) -> usize {
@@ -378,6 +411,22 @@ impl Gateway {
             _ => None,
         };
 
+        if route.delivery == crate::config::Delivery::Queued {
+            return self
+                .enqueue(
+                    state,
+                    &parts,
+                    body,
+                    peer_text,
+                    peer_trusted,
+                    conn,
+                    request_id,
+                    ticket,
+                    log,
+                )
+                .await;
+        }
+
         let path = forward::upstream_path(&route.upstream, parts.uri.query());
         // HTTP/2 carries the host in the URI's authority, not in a Host field.
         let original_host = match parts.headers.get(header::HOST) {
@@ -413,6 +462,67 @@ impl Gateway {
             "upstream_rejected"
         };
         Ok(Response::from_parts(up_parts, Full::new(up_body)))
+    }
+}
+
+impl Gateway {
+    /// Stores an accepted delivery of a queued route; the 200 goes out only after the
+    /// commit that holds it. A dedup ticket is settled at once: the delivery is durable.
+    #[allow(clippy::too_many_arguments)]
+    async fn enqueue(
+        &self,
+        state: &RouteState,
+        parts: &http::request::Parts,
+        body: Bytes,
+        peer_text: &str,
+        peer_trusted: bool,
+        conn: ConnInfo,
+        request_id: &HeaderValue,
+        ticket: Option<Ticket>,
+        log: &mut AccessLog,
+    ) -> Result<Resp, Reject> {
+        let queue = self.queue.as_ref().ok_or(Reject::StoreUnavailable)?;
+        let route = &state.route;
+        let original_host = match parts.headers.get(header::HOST) {
+            Some(h) => Some(h.as_bytes().to_vec()),
+            None => parts
+                .uri
+                .authority()
+                .map(|a| a.as_str().as_bytes().to_vec()),
+        };
+        let delivery = crate::store::NewDelivery {
+            route: route.name.clone(),
+            delivery_id: route
+                .dedup
+                .as_ref()
+                .and_then(|d| d.id_from.extract(&parts.headers, &body)),
+            query: parts.uri.query().map(str::to_string),
+            headers: crate::queue::encode_headers(&parts.headers),
+            peer: peer_text.to_string(),
+            peer_trusted,
+            tls: conn.tls,
+            original_host,
+            request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+            body,
+        };
+        let id = match queue.store.enqueue(delivery).await {
+            Ok(id) => id,
+            Err(crate::store::StoreError::Full) => return Err(Reject::StoreFull),
+            Err(e) => {
+                tracing::error!(route = %route.name, error = %e, "cannot store a delivery");
+                return Err(Reject::StoreUnavailable);
+            }
+        };
+        if let Some(ticket) = ticket {
+            ticket.accept(Instant::now());
+        }
+        queue.notify(&route.name);
+        log.outcome = "queued";
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"queued\n")));
+        if let Ok(v) = HeaderValue::from_str(&queue.delivery_id(id)) {
+            resp.headers_mut().insert("x-hookgate-delivery-id", v);
+        }
+        Ok(resp)
     }
 }
 
@@ -504,7 +614,7 @@ pub fn reject_response(reject: Reject, reject_status: StatusCode) -> Resp {
         Reject::MethodNotAllowed => {
             h.insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
-        Reject::DuplicateInFlight => {
+        Reject::DuplicateInFlight | Reject::StoreFull | Reject::StoreUnavailable => {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         _ => {}
@@ -553,14 +663,18 @@ pub(crate) fn reason_body(reject: Reject) -> &'static [u8] {
         "upstream_broken",
         "upstream_timeout",
         "upstream_tls_failed",
+        "store_full",
+        "store_unavailable",
     )
 }
 
 /// What a finished [`run`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeReport {
     /// Requests still in flight when the grace period ran out.
     pub cut: usize,
+    /// Why the gateway could not start, if it could not (the store would not open).
+    pub error: Option<String>,
 }
 
 /// Bound sockets for [`run`].
@@ -611,7 +725,20 @@ pub async fn run_with(
     reload: crate::reload::Options,
 ) -> ServeReport {
     let health = Arc::new(Health::default());
-    let gateway = Arc::new(Gateway::new(&config, None));
+    let queue = match &config.store {
+        None => None,
+        Some(settings) => match crate::store::Store::open(settings) {
+            Ok(store) => Some(crate::queue::Queue::new(store)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the store");
+                return ServeReport {
+                    cut: 0,
+                    error: Some(e),
+                };
+            }
+        },
+    };
+    let gateway = Arc::new(Gateway::new(&config, None).with_queue(queue.clone()));
     let shared = crate::listener::Shared::new(crate::listener::Generation::new(
         gateway,
         config.tls.clone(),
@@ -632,6 +759,10 @@ pub async fn run_with(
         })
     };
     let grace = config.shutdown_grace;
+    let deliverer = queue.clone().map(|q| {
+        let retain = config.store.as_ref().map(|s| s.retain).unwrap_or_default();
+        tokio::spawn(q.run(shared.clone(), retain))
+    });
     let reloader = tokio::spawn(crate::reload::run(shared.clone(), config, reload));
     health.set_ready(true);
     let stopping = {
@@ -662,10 +793,14 @@ pub async fn run_with(
         }
     };
     pruner.abort();
+    // Attempts in progress are cut: their rows stay pending and go again next start.
+    if let Some(d) = deliverer {
+        d.abort();
+    }
     if let Some(a) = admin {
         a.abort();
     }
-    ServeReport { cut }
+    ServeReport { cut, error: None }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod expand;
 pub mod listener;
+pub mod queue;
 pub mod tree;
 pub mod units;
 
@@ -20,6 +21,7 @@ use http::header::HeaderName;
 use http::uri::{Authority, Scheme as UriScheme};
 use http::{HeaderValue, StatusCode, Uri};
 pub use listener::{Limits, Reload, TlsListener, UpstreamTlsSpec};
+pub use queue::{Delivery, RetrySpec, StoreSettings, Synchronous};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -49,6 +51,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
+    /// A bearer token the admin API's queue and dead-letter endpoints require (a secret).
+    pub admin_token: Option<String>,
     pub workers: usize,
     pub trusted_proxies: IpSet,
     pub pool: PoolSettings,
@@ -57,6 +61,8 @@ pub struct Config {
     pub tls: Option<TlsListener>,
     pub limits: Limits,
     pub reload: Reload,
+    /// The durable store for queued routes.
+    pub store: Option<StoreSettings>,
     pub routes: Vec<Route>,
 }
 
@@ -115,6 +121,11 @@ pub struct Route {
     /// The `upstream_tls` section as written (for `check` and the file watcher).
     pub upstream_tls_spec: Option<UpstreamTlsSpec>,
     pub upstream_timeout: Duration,
+    pub delivery: Delivery,
+    /// Retries of queued deliveries.
+    pub retry: RetrySpec,
+    /// Queued deliveries in flight at once for this route.
+    pub concurrency: usize,
     pub dedup: Option<DedupSpec>,
     /// The handshakes the route answers itself (from its preset).
     pub handshakes: &'static [crate::handshake::Kind],
@@ -281,11 +292,20 @@ pub fn validate(value: &serde_norway::Value, env: tree::Env<'_>) -> Result<Confi
     .unwrap_or_else(default_workers);
 
     let mut admin_listen = None;
+    let mut admin_token = None;
     if let Some(admin) = top.get("admin") {
         if let Some(mut m) = admin.node().map(&mut errs) {
             admin_listen = m
                 .require("listen", &mut errs)
                 .and_then(|n| n.node().parsed(&mut errs, parse_addr));
+            admin_token = m.get("token").and_then(|n| {
+                let t = n.node().non_empty(&mut errs)?;
+                if t.len() < 16 {
+                    n.node().err(&mut errs, "must be at least 16 characters");
+                    return None;
+                }
+                Some(t)
+            });
             m.finish(&mut errs);
         }
     }
@@ -307,7 +327,7 @@ pub fn validate(value: &serde_norway::Value, env: tree::Env<'_>) -> Result<Confi
     let tls = listener::read_tls(&mut top, &mut errs);
     let limits = listener::read_limits(&mut top, &mut errs);
     let reload = listener::read_reload(&mut top, &mut errs);
-    top.not_yet("store", "the durable store (`store`)", &mut errs);
+    let store = queue::read_store(&mut top, &mut errs);
     top.not_yet("cluster", "cluster mode (`cluster`)", &mut errs);
 
     let defaults = read_defaults(&mut top, &mut errs);
@@ -330,11 +350,22 @@ pub fn validate(value: &serde_norway::Value, env: tree::Env<'_>) -> Result<Confi
     }
     top.finish(&mut errs);
     check_route_conflicts(&routes, &mut errs);
+    if store.is_none() {
+        for (i, r) in routes.iter().enumerate() {
+            if r.delivery == Delivery::Queued {
+                errs.push(
+                    &format!("routes[{i}].delivery"),
+                    "queued needs a top-level `store` (store: { path: /var/lib/hookgate/hookgate.db })",
+                );
+            }
+        }
+    }
 
     if errs.is_empty() {
         Ok(Config {
             listen,
             admin_listen,
+            admin_token,
             workers,
             trusted_proxies,
             pool,
@@ -342,6 +373,7 @@ pub fn validate(value: &serde_norway::Value, env: tree::Env<'_>) -> Result<Confi
             tls,
             limits,
             reload,
+            store,
             routes,
         })
     } else {
@@ -648,15 +680,27 @@ fn read_route(
             n.node().err(errs, "applies to https upstreams only");
         }
     }
-    if let Some(n) = m.get("delivery") {
-        n.node().parsed(errs, |s| match s {
-            "sync" => Ok(()),
-            "queued" => Err("delivery: queued (the durable store) is not supported yet by this version of hookgate; use sync".to_string()),
-            _ => Err(format!("unknown delivery mode {s:?} (use sync)")),
-        });
+    let delivery = match m.get("delivery") {
+        Some(n) => queue::read_delivery(n.node(), errs),
+        None => Some(Delivery::Sync),
+    };
+    let retry_node = m.get("retry");
+    let retry = match &retry_node {
+        Some(n) => queue::read_retry(n.node(), errs),
+        None => Some(RetrySpec::default()),
+    };
+    let concurrency_node = m.get("concurrency");
+    let concurrency = match &concurrency_node {
+        Some(n) => queue::read_concurrency(n.node(), errs),
+        None => Some(queue::DEFAULT_CONCURRENCY),
+    };
+    if delivery == Some(Delivery::Sync) {
+        for n in [&retry_node, &concurrency_node].into_iter().flatten() {
+            n.node()
+                .err(errs, "applies to routes with `delivery: queued` only");
+        }
     }
     let dedup_node = m.get("dedup");
-    m.not_yet("retry", "retries of queued deliveries (`retry`)", errs);
     m.finish(errs);
     let dedup = match (&dedup_node, &verify) {
         (Some(n), Some(section)) => read_dedup(n.node(), &section.verifier, errs),
@@ -684,6 +728,9 @@ fn read_route(
         upstream_tls,
         upstream: upstream?,
         upstream_timeout: upstream_timeout?,
+        delivery: delivery?,
+        retry: retry?,
+        concurrency: concurrency?,
         dedup,
     })
 }

@@ -37,33 +37,34 @@ routes:
 "#;
 
 #[test]
-fn the_contract_file_has_only_not_yet_supported_errors() {
+fn the_whole_contract_file_loads_unchanged_with_its_meaning() {
     let text = include_str!("../../tests/fixtures/config-contract.yaml");
-    let errs = errors(text);
-    // Every key of the contract is known: nothing is "unknown".
-    assert!(errs.iter().all(|e| !e.contains("unknown key")), "{errs:#?}");
-    let paths: Vec<&str> = errs.iter().map(|e| e.split(": ").next().unwrap()).collect();
-    for want in ["store", "routes[1].delivery", "routes[1].retry"] {
-        assert!(paths.contains(&want), "no error at {want}: {errs:#?}");
-    }
-    assert_eq!(paths.len(), 3, "{errs:#?}");
-    assert!(
-        errs.iter().all(|e| e.contains("not supported yet")),
-        "{errs:#?}"
+    let c = load_str(text, &env).unwrap_or_else(|e| panic!("the contract must load:\n{e}"));
+    let tls = c.tls.as_ref().expect("tls");
+    assert!(tls.files.contains(&"tests/fixtures/tls/server.crt".into()));
+    let store = c.store.as_ref().expect("store");
+    assert_eq!(store.path, std::path::Path::new("data/hookgate.db"));
+    assert_eq!(
+        store.synchronous,
+        Synchronous::Full,
+        "power-loss safe by default"
     );
-    // The routes this version supports are accepted as written.
-    for fine in [
-        "routes[0]",
-        "routes[2]",
-        "routes[3]",
-        "routes[4]",
-        "routes[5]",
-    ] {
-        assert!(
-            !paths.iter().any(|p| p.starts_with(fine)),
-            "{fine}: {errs:#?}"
-        );
-    }
+    let appsec = &c.routes[1];
+    assert_eq!(appsec.name, "appsec");
+    assert_eq!(appsec.delivery, Delivery::Queued);
+    assert_eq!(appsec.retry.max_attempts, 8);
+    assert_eq!(appsec.retry.backoff, Duration::from_secs(1));
+    assert_eq!(appsec.retry.max_backoff, Duration::from_secs(600));
+    assert_eq!(
+        appsec.dedup.as_ref().unwrap().window,
+        Duration::from_secs(24 * 3600)
+    );
+    assert_eq!(appsec.concurrency, 1);
+    assert!(c
+        .routes
+        .iter()
+        .filter(|r| r.name != "appsec")
+        .all(|r| r.delivery == Delivery::Sync));
 }
 
 #[test]
@@ -404,23 +405,91 @@ fn secrets_never_appear_in_errors_or_the_route_table() {
 
 #[test]
 fn not_yet_supported_keys_are_errors_not_ignored() {
-    for (key, yaml) in [
-        ("store", "store: { path: x.db }\n"),
-        ("cluster", "cluster: { redis: x }\n"),
-    ] {
-        let errs = errors(&format!("{yaml}{MINIMAL}"));
-        assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(
-            errs[0].starts_with(&format!("{key}: ")) && errs[0].contains("not supported yet"),
-            "{errs:?}"
-        );
-    }
-    let errs = errors(&MINIMAL.replace("    upstream:", "    delivery: queued\n    upstream:"));
+    let errs = errors(&format!("cluster: {{ redis: x }}\n{MINIMAL}"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
-        errs[0].starts_with("routes[0].delivery:") && errs[0].contains("not supported yet"),
+        errs[0].starts_with("cluster: ") && errs[0].contains("not supported yet"),
         "{errs:?}"
     );
-    ok(&MINIMAL.replace("    upstream:", "    delivery: sync\n    upstream:"));
+}
+
+#[test]
+fn queued_routes_need_a_store_and_retry_needs_a_queued_route() {
+    let queued = MINIMAL.replace("    upstream:", "    delivery: queued\n    upstream:");
+    let errs = errors(&queued);
+    assert!(
+        errs[0].starts_with("routes[0].delivery: queued needs a top-level `store`"),
+        "{errs:?}"
+    );
+    let with_store = format!("store: {{ path: /tmp/x.db }}\n{queued}");
+    let c = ok(&with_store);
+    assert_eq!(c.routes[0].delivery, Delivery::Queued);
+    assert_eq!(c.routes[0].retry, RetrySpec::default());
+    let store = c.store.unwrap();
+    assert_eq!(
+        (store.max_deliveries, store.max_bytes),
+        (1_000_000, 1 << 30)
+    );
+    for (yaml, want) in [
+        (
+            MINIMAL.replace(
+                "    upstream:",
+                "    retry: { max_attempts: 3 }\n    upstream:",
+            ),
+            "routes[0].retry: applies to routes with `delivery: queued` only",
+        ),
+        (
+            MINIMAL.replace("    upstream:", "    concurrency: 2\n    upstream:"),
+            "routes[0].concurrency: applies to routes",
+        ),
+        (
+            MINIMAL.replace("    upstream:", "    delivery: later\n    upstream:"),
+            "routes[0].delivery: unknown delivery mode",
+        ),
+        (
+            with_store.replace(
+                "    upstream:",
+                "    retry: { max_attempts: 0 }\n    upstream:",
+            ),
+            "routes[0].retry.max_attempts: must be between 1 and 1000",
+        ),
+        (
+            with_store.replace(
+                "    upstream:",
+                "    retry: { backoff: 1m, max_backoff: 10s }\n    upstream:",
+            ),
+            "routes[0].retry.backoff: must not exceed max_backoff",
+        ),
+        (
+            with_store.replace(
+                "    upstream:",
+                "    retry: { retry_statuses: [503] }\n    upstream:",
+            ),
+            "routes[0].retry.retry_statuses[0]: must be a 4xx status",
+        ),
+        (
+            with_store.replace("    upstream:", "    concurrency: 0\n    upstream:"),
+            "routes[0].concurrency: must be between 1 and 256",
+        ),
+        (
+            with_store.replace("/tmp/x.db }", "/tmp/x.db, synchronous: off }"),
+            "store.synchronous: \"off\": use full",
+        ),
+        (
+            with_store.replace("/tmp/x.db }", "/tmp/x.db, max_deliveries: 0 }"),
+            "store.max_deliveries: must be more than zero",
+        ),
+        (
+            "store: {}\n".to_string() + MINIMAL,
+            "store.path: is required",
+        ),
+    ] {
+        let errs = errors(&yaml);
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "want {want:?}: {errs:?}"
+        );
+    }
 }
 
 #[test]

@@ -50,6 +50,10 @@ pub enum Reject {
     UpstreamTimeout,
     /// The TLS handshake with an https upstream failed (certificate, name, protocol).
     UpstreamTls,
+    /// A queued route's store is at `max_bytes` or `max_deliveries`: retry later.
+    StoreFull,
+    /// A queued route's store failed (disk, I/O): retry later.
+    StoreUnavailable,
 }
 
 impl Reject {
@@ -74,6 +78,7 @@ impl Reject {
             Reject::UpstreamBroken => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::UpstreamTls => StatusCode::BAD_GATEWAY,
+            Reject::StoreFull | Reject::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -97,6 +102,8 @@ impl Reject {
             Reject::UpstreamBroken => "upstream_broken",
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::UpstreamTls => "upstream_tls_failed",
+            Reject::StoreFull => "store_full",
+            Reject::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -120,6 +127,7 @@ impl Reject {
             | Reject::UpstreamBroken
             | Reject::UpstreamTimeout
             | Reject::UpstreamTls => "upstream_failed",
+            Reject::StoreFull | Reject::StoreUnavailable => "store_failed",
         }
     }
 }
@@ -181,6 +189,8 @@ mod tests {
             (Reject::UpstreamBroken, 502, "upstream_broken"),
             (Reject::UpstreamTimeout, 504, "upstream_timeout"),
             (Reject::UpstreamTls, 502, "upstream_tls_failed"),
+            (Reject::StoreFull, 503, "store_full"),
+            (Reject::StoreUnavailable, 503, "store_unavailable"),
         ];
         for (r, status, reason) in cases {
             assert_eq!(r.status(r406).as_u16(), status, "{r:?}");

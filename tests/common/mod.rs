@@ -50,7 +50,12 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts on a given address (an upstream that comes back on its old port).
+    pub async fn start_on(addr: SocketAddr) -> Upstream {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let behavior = Arc::new(Mutex::new(Behavior::default()));
