@@ -139,6 +139,28 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Queue { command } => {
+            let (op, admin) = command.into_op();
+            print_outcome(cli::queue_admin(op, &admin))
+        }
+        Command::Dlq { command } => {
+            let (op, admin) = command.into_op();
+            print_outcome(cli::queue_admin(op, &admin))
+        }
+    }
+}
+
+/// Prints a subcommand's output, or its error message, and gives its exit code.
+fn print_outcome(outcome: Result<String, (String, i32)>) -> ExitCode {
+    match outcome {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err((msg, code)) => {
+            eprint!("{msg}");
+            ExitCode::from(code as u8)
+        }
     }
 }
 

@@ -745,9 +745,18 @@ pub async fn run_with(
         config.limits,
         config.trusted_proxies.clone(),
     ));
+    let queue_admin = queue.as_ref().map(|q| crate::admin::QueueAdmin {
+        store: q.store.clone(),
+        token: config.admin_token.clone(),
+    });
+    if let (Some(l), Some(_), None) = (&listeners.admin, &queue_admin, &config.admin_token) {
+        if l.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
+            tracing::warn!("the admin listener is not on loopback and has no admin.token: anyone who reaches it can replay and purge dead letters");
+        }
+    }
     let admin = listeners
         .admin
-        .map(|l| tokio::spawn(crate::admin::serve(l, health.clone())));
+        .map(|l| tokio::spawn(crate::admin::serve_with(l, health.clone(), queue_admin)));
     let pruner = {
         let shared = shared.clone();
         tokio::spawn(async move {

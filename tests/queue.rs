@@ -240,3 +240,19 @@ async fn a_full_store_answers_503_and_dedup_marks_queued_deliveries_done() {
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "duplicate\n"));
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn the_running_gateway_serves_queue_stats_on_its_admin_listener() {
+    let dir = TempDir::new("queue-admin");
+    let port = closed_port().await;
+    let gw = Gateway::start(&config(&dir, port, ""), None).await;
+    for n in 0..2 {
+        deliver(gw.addr, n).await;
+    }
+    let r = send(gw.admin, "GET", "/queue/stats", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["routes"][0]["route"], "q");
+    assert_eq!(v["routes"][0]["pending"], 2);
+    gw.stop().await;
+}
