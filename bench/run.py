@@ -23,7 +23,12 @@ the proxy under test (hookgate, nginx or haproxy, one worker each) runs on core 
 `allcores` scenario runs the proxies unpinned with 2 workers each and wrk unpinned. The
 `tls` scenario runs them pinned, each terminating TLS on its usual port with a
 self-signed ECDSA P-256 certificate made with openssl in the run's temp directory
-(haproxy only if its build has OpenSSL), and wrk targets https://.
+(haproxy only if its build has OpenSSL), and wrk targets https://. The `queued`
+scenario runs hookgate alone (pinned) with a store in the temp directory and a queued
+twin of the bench route (/hooks/expel-queued, `delivery: queued`): interleaved runs of
+the sync route, the queued route with the sink up (accept + deliver; the backlog left
+is read from `GET /queue/stats`, or the store file read-only), and the queued route with
+the sink stopped, with synchronous FULL and NORMAL.
 Everything listens on and talks to 127.0.0.1 only: sink :9000, hookgate :9100 (admin
 :9101), nginx :9200, haproxy :9300. Every process started is killed (process group)
 on exit, on errors and on Ctrl-C.
@@ -48,6 +53,7 @@ import shlex
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import statistics
 import struct
@@ -55,6 +61,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(REPO, "target", "release", "hookgate")
@@ -68,6 +76,15 @@ ADMIN_PORT = 9101
 NGINX_PORT = 9200
 HAPROXY_PORT = 9300
 PATH = "/hooks/expel"
+# The `queued` scenario's twin of the bench route: same verification, delivery: queued.
+QUEUED_ROUTE = "expel-queued"
+QUEUED_PATH = "/hooks/expel-queued"
+# The queued route's concurrent deliveries (the default, 1, keeps them in order; the
+# bench lets the dispatcher keep up with wrk's 32 connections).
+QUEUED_CONCURRENCY = 32
+# After a queued run with the sink up, how long the backlog gets to drain (the rate it
+# drains at is reported either way).
+QUEUED_DRAIN_LIMIT = 15.0
 
 # Targets in the order they are run within a round (A B C).
 TARGETS = [("hookgate", HOOKGATE_PORT), ("nginx", NGINX_PORT), ("haproxy", HAPROXY_PORT)]
@@ -422,7 +439,7 @@ def unverified_tls_context():
     return ctx
 
 
-def probe(port, body, sig, scheme="http"):
+def probe(port, body, sig, scheme="http", path=PATH):
     """One request with http.client (over TLS, unverified, if scheme is https);
     returns the status."""
     if scheme == "https":
@@ -434,7 +451,7 @@ def probe(port, body, sig, scheme="http"):
     try:
         conn.request(
             "POST",
-            PATH,
+            path,
             body=body,
             headers={"Content-Type": "application/json", "Expel-Signature-256": sig},
         )
@@ -611,6 +628,7 @@ class Bench:
         self.rss = {}  # target -> dict
         self.crypto = None
         self.payloads = {}
+        self.queue_source = None  # where the queued scenario read its counts: "admin", "sqlite"
 
     # ---------------------------------------------------------------- setup
 
@@ -659,18 +677,43 @@ class Bench:
         proc = self.procs.start("sink", cmd, os.path.join(self.tmp, "sink.log"))
         wait_port(self.procs, "sink", proc, SINK_PORT)
 
-    def hookgate_config(self, workers, tls=False):
-        path = os.path.join(self.tmp, f"hookgate-{workers}w{'-tls' if tls else ''}.yaml")
+    def queue_db(self, synchronous):
+        """The store file of the `queued` scenario for a `synchronous` level."""
+        name = "bench.db" if synchronous == "full" else f"bench-{synchronous}.db"
+        return os.path.join(self.tmp, "queue", name)
+
+    def hookgate_config(self, workers, tls=False, store=None):
+        """store: None, or a `synchronous` level ("full" or "normal"): a config with a
+        store in the run's temp directory and, after the bench route, its queued twin
+        (QUEUED_PATH: the same verification and upstream, `delivery: queued`)."""
+        path = os.path.join(
+            self.tmp,
+            f"hookgate-{workers}w{'-tls' if tls else ''}{f'-{store}' if store else ''}.yaml",
+        )
         tls_section = ""
         if tls:
             crt, key, _ = self.cert
             tls_section = f"tls:\n  cert: {crt}\n  key: {key}\n"
+        store_section = ""
+        queued_route = ""
+        if store:
+            # FULL is the default: it is left implicit, as an operator would.
+            level = "" if store == "full" else f", synchronous: {store}"
+            store_section = f"store: {{ path: {self.queue_db(store)}{level} }}\n"
+            queued_route = f"""  - name: {QUEUED_ROUTE}
+    path: {QUEUED_PATH}
+    verify: {{ preset: expel, secrets: ["{SECRET.decode()}"] }}
+    max_body: 2MiB
+    delivery: queued
+    concurrency: {QUEUED_CONCURRENCY}
+    upstream: http://{HOST}:{SINK_PORT}/expel
+"""
         with open(path, "w") as f:
             f.write(
                 f"""# generated by bench/run.py
 listen: {HOST}:{HOOKGATE_PORT}
 workers: {workers}
-{tls_section}admin:
+{tls_section}{store_section}admin:
   listen: {HOST}:{ADMIN_PORT}
 shutdown_grace: 2s
 # The load generator is one client address holding up to 10,000 connections (rss); the
@@ -682,7 +725,7 @@ routes:
     verify: {{ preset: expel, secrets: ["{SECRET.decode()}"] }}
     max_body: 2MiB
     upstream: http://{HOST}:{SINK_PORT}/expel
-"""
+{queued_route}"""
             )
         return path
 
@@ -795,7 +838,7 @@ routes:
 
     # ---------------------------------------------------------------- load
 
-    def run_wrk(self, name, port, payload, threads, conns, core, scheme="http"):
+    def run_wrk(self, name, port, payload, threads, conns, core, scheme="http", path=PATH):
         log = os.path.join(self.tmp, "wrk.out")
         cmd = pinned(
             core,
@@ -807,7 +850,7 @@ routes:
                 "--latency",
                 "-s",
                 payload.lua,
-                f"{scheme}://{HOST}:{port}{PATH}",
+                f"{scheme}://{HOST}:{port}{path}",
             ],
         )
         if os.path.exists(log):
@@ -1032,8 +1075,263 @@ routes:
         # Fresh plain-HTTP processes for whatever runs next.
         self.stop_proxies()
 
+    # ---------------------------------------------------------------- queued
+
+    def start_queued_hookgate(self, synchronous):
+        """A fresh hookgate on a fresh store (the files of the last run deleted), pinned
+        as in `pinned` mode, with the bench route and its queued twin."""
+        self.procs.stop("hookgate")
+        db = self.queue_db(synchronous)
+        os.makedirs(os.path.dirname(db), exist_ok=True)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(db + suffix)
+            except FileNotFoundError:
+                pass
+        cmd = [
+            BINARY,
+            "--log-level",
+            "warn",
+            "serve",
+            "--config",
+            self.hookgate_config(1, store=synchronous),
+        ]
+        proc = self.procs.start(
+            "hookgate", pinned(PROXY_CORE, cmd), os.path.join(self.tmp, "hookgate-queued.log")
+        )
+        wait_port(self.procs, "hookgate", proc, HOOKGATE_PORT)
+        wait_port(self.procs, "hookgate", proc, ADMIN_PORT)
+        return db
+
+    def queue_counts(self, db):
+        """{"pending", "done", "dead"} of the queued route: from the admin API's
+        `GET /queue/stats`, or, if the binary answers 404 there, from the store file
+        opened read-only."""
+        if self.queue_source != "sqlite":
+            try:
+                with urllib.request.urlopen(
+                    f"http://{HOST}:{ADMIN_PORT}/queue/stats", timeout=10
+                ) as resp:
+                    data = json.loads(resp.read())
+                self.queue_source = "admin"
+                counts = {"pending": 0, "done": 0, "dead": 0}
+                for r in data.get("routes", []):
+                    if r.get("route") == QUEUED_ROUTE:
+                        counts = {k: int(r.get(k) or 0) for k in counts}
+                return counts
+            except urllib.error.HTTPError as e:
+                if e.code != 404:
+                    raise BenchError(f"GET /queue/stats answered {e.code}: {e.read()[:200]!r}")
+                self.queue_source = "sqlite"
+                progress("queued: GET /queue/stats is 404 here; reading the store file instead")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise BenchError(f"GET /queue/stats failed: {e}")
+        uri = "file:" + urllib.request.pathname2url(db) + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=10)
+            try:
+                rows = conn.execute(
+                    "SELECT state, count(*) FROM deliveries WHERE route = ? GROUP BY state",
+                    (QUEUED_ROUTE,),
+                ).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            raise BenchError(f"cannot read the store {db}: {e}")
+        by_state = dict(rows)
+        # The store's states: 0 pending, 1 done (delivered), 2 dead.
+        return {
+            "pending": by_state.get(0, 0),
+            "done": by_state.get(1, 0),
+            "dead": by_state.get(2, 0),
+        }
+
+    def queued_run(self, mode, payload):
+        """One wrk run of a `queued` mode on a fresh process and store; the sink is
+        stopped for the run if the mode says so, and started again after it."""
+        label, path, synchronous, sink_up = mode
+        db = self.start_queued_hookgate(synchronous)
+        if not sink_up:
+            self.procs.stop("sink")
+        try:
+            status = probe(HOOKGATE_PORT, payload.body, payload.sig, path=path)
+            if status != 200:
+                raise BenchError(f"queued: {label}: a probe got {status}, expected 200")
+            r = self.run_wrk(label, HOOKGATE_PORT, payload, 1, 32, LOAD_CORE, path=path)
+            if path == QUEUED_PATH:
+                # Right as wrk stops: how much was delivered while accepting, and the
+                # backlog it left (the probe included).
+                c = self.queue_counts(db)
+                r["delivered"], r["backlog"], r["dead"] = c["done"], c["pending"], c["dead"]
+                r["drain"] = r["drain_rate"] = None
+                if sink_up:
+                    # Delivery alone: how fast the backlog falls once nothing is accepted.
+                    t0 = time.monotonic()
+                    while c["pending"] and time.monotonic() - t0 < QUEUED_DRAIN_LIMIT:
+                        time.sleep(0.25)
+                        c = self.queue_counts(db)
+                    elapsed = time.monotonic() - t0
+                    r["drain"] = elapsed if not c["pending"] else None
+                    r["left"] = c["pending"]
+                    r["drain_rate"] = (r["backlog"] - c["pending"]) / elapsed if elapsed else None
+                tail = ""
+                if sink_up and r["drain"] is not None:
+                    tail = f", drained in {r['drain']:.1f} s"
+                elif sink_up:
+                    tail = f", {r['left']:,} left after {QUEUED_DRAIN_LIMIT:.0f} s"
+                if r["drain_rate"] is not None:
+                    tail += f" ({r['drain_rate']:,.0f} deliveries/s)"
+                progress(
+                    f"  {'':8} delivered {r['delivered']:,} during the run, backlog "
+                    f"{r['backlog']:,} at its end{tail}"
+                )
+            status = probe(HOOKGATE_PORT, payload.body, payload.sig, path=path)
+            if status != 200:
+                raise BenchError(f"queued: {label}: a probe after the load got {status}, expected 200")
+            return r
+        finally:
+            if not sink_up:
+                self.start_sink()
+
     def sc_queued(self):
-        self.not_measured("queued", "queued delivery lands with issue #6")
+        # hookgate only (nginx and haproxy have no queue), one fresh process and store
+        # per run so that no backlog of an earlier run is delivered during the next.
+        self.stop_proxies()
+        self.mode = "queued"
+        payload = self.payloads["sample"]
+        modes = [
+            ("sync, sink up", PATH, "full", True),
+            ("queued full, sink up", QUEUED_PATH, "full", True),
+            ("queued full, sink down", QUEUED_PATH, "full", False),
+            ("queued normal, sink up", QUEUED_PATH, "normal", True),
+            ("queued normal, sink down", QUEUED_PATH, "normal", False),
+        ]
+        samples = {m[0]: [] for m in modes}
+        try:
+            for rnd in range(self.args.rounds):
+                progress(f"queued: round {rnd + 1}/{self.args.rounds}")
+                for mode in modes:
+                    samples[mode[0]].append(self.queued_run(mode, payload))
+                    time.sleep(0.3)
+        finally:
+            self.stop_proxies()
+
+        def median(rs, key):
+            values = [r[key] for r in rs if r.get(key) is not None]
+            return statistics.median(values) if values else None
+
+        result = {}
+        for label, rs in samples.items():
+            result[label] = {
+                "rps": median(rs, "rps"),
+                "p50": median(rs, "p50"),
+                "p99": median(rs, "p99"),
+                "requests": sum(r["requests"] for r in rs),
+                "non2xx": sum(r["non2xx"] for r in rs),
+                "socket": sum(r["socket"] for r in rs),
+                "delivered": median(rs, "delivered"),
+                "backlog": median(rs, "backlog"),
+                "dead": sum(r.get("dead") or 0 for r in rs),
+                "drain": median(rs, "drain"),
+                "drain_rate": median(rs, "drain_rate"),
+                "undrained": sum(1 for r in rs if r.get("left")),
+            }
+        self.results["queued"] = result
+        sync_rps = result["sync, sink up"]["rps"]
+        rows = []
+        for label, path, _, sink_up in modes:
+            r = result[label]
+            if r["non2xx"] or r["socket"]:
+                errors = f"{r['non2xx'] + r['socket']} (non-2xx {r['non2xx']}, socket {r['socket']})"
+            else:
+                errors = "0"
+            if path != QUEUED_PATH:
+                delivered = backlog = drain = rate = "-"
+            else:
+                delivered = fmt(r["delivered"])
+                backlog = fmt(r["backlog"])
+                rate = fmt(r["drain_rate"]) if sink_up else "- (sink down)"
+                if not sink_up:
+                    drain = "- (sink down)"
+                elif r["undrained"]:
+                    drain = f"> {QUEUED_DRAIN_LIMIT:.0f} in {r['undrained']} of {len(samples[label])} run(s)"
+                else:
+                    drain = fmt(r["drain"], 1)
+            rows.append(
+                [
+                    label,
+                    fmt(r["rps"]),
+                    fmt(r["p50"], 3),
+                    fmt(r["p99"], 3),
+                    errors,
+                    fmt_ratio(ratio(r["rps"], sync_rps)),
+                    delivered,
+                    backlog,
+                    drain,
+                    rate,
+                ]
+            )
+        source = {
+            "admin": "the admin API's `GET /queue/stats`",
+            "sqlite": "the store file opened read-only, as this binary answers 404 to `GET /queue/stats`",
+        }.get(self.queue_source, "-")
+        self.out.line("### queued: hookgate only, sync route against its `delivery: queued` twin")
+        self.out.line()
+        self.out.line(
+            f"wrk `-t1 -c32 -d{self.args.duration}s` pinned to core 0, hookgate (1 worker) on "
+            f"core 1, body {len(payload.body):,} bytes, median of {self.args.rounds} interleaved "
+            "round(s); errors summed over the rounds. Each run gets a fresh hookgate process "
+            f"and an empty store. The queued route `{QUEUED_PATH}` is the bench route with "
+            f"`delivery: queued` and `concurrency: {QUEUED_CONCURRENCY}` (default retry policy); "
+            "the store is `store: { path: <tmp>/bench.db }` (synchronous FULL, the default: "
+            "an fsync per group commit) or `synchronous: normal` (WAL without the per-commit "
+            "fsync: survives a crash of the process, may lose the last commits on power loss). "
+            "A queued 200 is answered only after the commit that holds the delivery."
+        )
+        self.out.line()
+        self.out.line("Rows:")
+        self.out.line()
+        self.out.line(
+            "- `sync, sink up`: the bench route as in `keepalive`: the sender's 200 is the "
+            "sink's, forwarded; the reference for ×sync."
+        )
+        self.out.line(
+            "- `queued <level>, sink up`: sustained accept + deliver: wrk's req/s are accepted "
+            "(stored) deliveries while the dispatcher delivers them to the sink at the same time; "
+            "\"delivered\" is how many the sink had acknowledged when wrk stopped, \"backlog\" how "
+            "many were still pending then (how far delivery fell behind accepting), \"drained "
+            f"after\" how long the backlog then took to reach zero (at most {QUEUED_DRAIN_LIMIT:.0f} s waited), "
+            "\"deliveries/s after\" the rate it fell at meanwhile (delivery alone, nothing accepted)."
+        )
+        self.out.line(
+            "- `queued <level>, sink down`: the sink process is stopped for the run (started "
+            "again after it): accept throughput and latency only; every accepted delivery "
+            "stays pending (the dispatcher's refused attempts are retried with backoff)."
+        )
+        self.out.line(
+            f"- The counts are medians over the rounds, read from {source} (delivered and "
+            "backlog right when wrk stopped; each includes the one probe request sent before wrk)."
+        )
+        self.out.line()
+        self.out.table(
+            [
+                "mode",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "×sync",
+                "delivered by the end",
+                "backlog at the end",
+                "drained after s",
+                "deliveries/s after",
+            ],
+            rows,
+        )
+        dead = sum(r["dead"] for r in result.values())
+        if dead:
+            self.out.line(f"Note: {dead} deliveries ended dead (summed over the runs).")
+            self.out.line()
 
     def sc_rss(self):
         # Fresh processes, so that "idle" is right after start.
@@ -1387,7 +1685,7 @@ def main(argv):
             report.line()
         bench.check_ports_free()
         bench.prepare_payloads()
-        load = {"keepalive", "body64k", "body1m", "forged", "allcores", "tls", "rss"}
+        load = {"keepalive", "body64k", "body1m", "forged", "allcores", "tls", "queued", "rss"}
         if load & set(args.scenarios):
             bench.start_sink()
         report.line("## results")
