@@ -201,49 +201,59 @@ impl Queue {
     }
 }
 
-/// Delivers one route's queue, forever.
+/// Rows fetched ahead per unit of concurrency: one store read serves several deliveries.
+const PREFETCH: usize = 4;
+
+/// Delivers one route's queue, forever. Pending rows are read ahead, oldest first, into
+/// `ready`; attempts start from its front. With concurrency 1 the front row is waited for
+/// even when later ones are due, which keeps arrival order.
 async fn dispatch(queue: Arc<Queue>, shared: Arc<Shared>, route: String) {
     let wake = queue.waker(&route);
     let mut in_flight: HashSet<i64> = HashSet::new();
+    let mut ready: std::collections::VecDeque<Stored> = std::collections::VecDeque::new();
     let mut running = tokio::task::JoinSet::new();
     let mut rng = Jitter::new();
+    let mut refill = true;
     loop {
         let gateway = shared.current().gateway.clone();
         let mut next_due: Option<i64> = None;
         match gateway.queued_route(&route) {
             // The route is gone or no longer queued: its rows wait in the store.
-            None => {}
+            None => ready.clear(),
             Some(idx) => {
                 let concurrency = gateway.route(idx).concurrency;
-                if in_flight.len() < concurrency {
+                if refill && in_flight.len() < concurrency {
                     let exclude: Vec<i64> = in_flight.iter().copied().collect();
                     match queue
                         .store
-                        .oldest(&route, concurrency - in_flight.len(), exclude)
+                        .oldest(&route, concurrency * PREFETCH, exclude)
                         .await
                     {
-                        Ok(rows) => {
-                            let now = now_ms();
-                            for row in rows {
-                                if row.next_attempt_ms > now {
-                                    next_due = Some(next_due.map_or(row.next_attempt_ms, |d| {
-                                        d.min(row.next_attempt_ms)
-                                    }));
-                                    continue;
-                                }
-                                in_flight.insert(row.id);
-                                let (q, gw, jitter) = (queue.clone(), gateway.clone(), rng.next());
-                                running.spawn(async move {
-                                    let id = row.id;
-                                    attempt(&q, &gw, idx, row, jitter).await;
-                                    id
-                                });
-                            }
-                        }
+                        Ok(rows) => ready = rows.into(),
                         Err(e) => {
                             tracing::error!(route = %route, error = %e, "cannot read the queue");
                         }
                     }
+                }
+                let now = now_ms();
+                let mut i = 0;
+                while in_flight.len() < concurrency && i < ready.len() {
+                    if ready[i].next_attempt_ms > now {
+                        let due = ready[i].next_attempt_ms;
+                        next_due = Some(next_due.map_or(due, |d: i64| d.min(due)));
+                        if concurrency == 1 {
+                            break;
+                        }
+                        i += 1;
+                        continue;
+                    }
+                    let Some(row) = ready.remove(i) else { break };
+                    in_flight.insert(row.id);
+                    let (q, gw, jitter) = (queue.clone(), gateway.clone(), rng.next());
+                    running.spawn(async move {
+                        let id = row.id;
+                        (id, attempt(&q, &gw, idx, row, jitter).await)
+                    });
                 }
             }
         }
@@ -253,20 +263,27 @@ async fn dispatch(queue: Arc<Queue>, shared: Arc<Shared>, route: String) {
             }
             None => RECHECK,
         };
-        tokio::select! {
-            Some(done) = running.join_next() => {
-                if let Ok(id) = done {
+        // Read the store again when the read-ahead is used up, when new deliveries
+        // arrive, or after a while (retries that came due, replays).
+        refill = tokio::select! {
+            Some(done) = running.join_next() => match done {
+                // A delivery still pending (to be retried) goes back in line: read again,
+                // so that with concurrency 1 it keeps its place at the front.
+                Ok((id, pending)) => {
                     in_flight.remove(&id);
+                    pending || ready.is_empty()
                 }
-            }
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(sleep) => {}
-        }
+                Err(_) => true,
+            },
+            _ = wake.notified() => ready.is_empty(),
+            _ = tokio::time::sleep(sleep) => true,
+        };
     }
 }
 
-/// One attempt at a stored delivery, and its outcome recorded.
-async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitter: f64) {
+/// One attempt at a stored delivery, and its outcome recorded. Returns whether the
+/// delivery is still pending.
+async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitter: f64) -> bool {
     let state = gateway.route_state(idx);
     let route = &state.route;
     let d = &row.delivery;
@@ -327,10 +344,13 @@ async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitt
             tracing::error!(route = %route.name, delivery_id = %delivery_id, attempt = number, error = %error, "queued delivery failed for good; moved to the dead-letter list")
         }
     }
+    let pending = matches!(outcome, Outcome::Retry { .. });
     if let Err(e) = queue.store.record(row.id, outcome).await {
         // The row stays pending and is attempted again: at least once.
         tracing::error!(delivery_id = %delivery_id, error = %e, "cannot record a delivery attempt");
+        return true;
     }
+    pending
 }
 
 /// A small xorshift generator for backoff jitter (not for anything secret).

@@ -119,6 +119,22 @@ async fn an_upstream_down_then_failing_then_slow_then_back_gets_every_delivery_i
         assert_eq!(r.uri.path(), "/in");
     }
     assert_eq!(first, (0..30).collect::<Vec<_>>());
+    // Stricter: with concurrency 1 a delivery's retries all come before the next
+    // delivery's first attempt, so every arrival is in sequence.
+    let all: Vec<usize> = got
+        .iter()
+        .map(|r| {
+            String::from_utf8_lossy(&r.body)
+                .trim_start_matches("{\"seq\":")
+                .trim_end_matches('}')
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        all.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {all:?}"
+    );
     // The first delivery was attempted several times (503s), with rising attempt numbers.
     let attempts: Vec<u32> = got
         .iter()
