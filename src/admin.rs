@@ -196,6 +196,21 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let path = req.uri().path().to_string();
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    if get && path == "/metrics" {
+        return metrics(queue).await;
+    }
+    // Not ready while the store cannot answer a trivial read (disk gone, thread dead).
+    if get && path == "/readyz" && health.is_ready() {
+        if let Some(q) = queue {
+            let read = tokio::time::timeout(std::time::Duration::from_secs(2), q.store.get(0));
+            if !matches!(read.await, Ok(Ok(_))) {
+                let mut resp = Response::new(Full::new(Bytes::from_static(b"store unavailable\n")));
+                *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                return resp;
+            }
+        }
+    }
     if !is_queue_path(&path) {
         return probe(req.method(), &path, health);
     }
@@ -224,6 +239,29 @@ where
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => json_response(e.status, &json!({ "error": e.message })),
     }
+}
+
+/// `/metrics`: the Prometheus exposition, with the queue's gauges read now.
+async fn metrics(queue: Option<&QueueAdmin>) -> Response<Full<Bytes>> {
+    let m = crate::metrics::global();
+    if let Some(q) = queue {
+        if let Ok(stats) = q.store.stats().await {
+            for r in stats {
+                let route = std::sync::Arc::new(r.route);
+                let labels = crate::metrics::RouteLabels { route };
+                m.queue_pending.get_or_create(&labels).set(r.pending as i64);
+                m.queue_dead.get_or_create(&labels).set(r.dead as i64);
+            }
+        }
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(m.encode())));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    resp
 }
 
 /// The probes.

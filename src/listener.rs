@@ -163,6 +163,7 @@ impl Drop for Admitted {
                 }
             }
         }
+        crate::metrics::global().connections_open.dec();
         if conns.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             conns.closed.notify_waiters();
         }
@@ -254,9 +255,18 @@ fn admit_and_spawn(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         Ok(a) => a,
         Err(why) => {
             tracing::debug!(%peer, ?why, "connection refused");
+            let reason = match why {
+                Refused::TooManyConnections => "max_connections",
+                Refused::TooManyFromAddress => "max_connections_per_ip",
+            };
+            crate::metrics::global()
+                .connections_refused
+                .get_or_create(&crate::metrics::ReasonLabels { reason })
+                .inc();
             return; // dropping the stream closes it
         }
     };
+    crate::metrics::global().connections_open.inc();
     let _ = stream.set_nodelay(true);
     let shared = shared.clone();
     tokio::spawn(async move {
@@ -306,13 +316,22 @@ async fn connection(
         };
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
-    let stream = tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
-        .map_err(|e| {
+    let handshake = tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            crate::metrics::global().tls_handshake_failures.inc();
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            e
-        })?;
+            return Err(e);
+        }
+        Err(_) => {
+            crate::metrics::global().tls_handshake_failures.inc();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            ));
+        }
+    };
     // RFC 9113 §3.3: over TLS, HTTP/2 is chosen by ALPN only.
     let proto = match stream.get_ref().1.alpn_protocol() {
         Some(crate::tls::ALPN_H2) => Proto::Http2,

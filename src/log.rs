@@ -44,6 +44,8 @@ pub struct AccessLog {
     pub reason: &'static str,
     pub upstream_status: Option<StatusCode>,
     pub bytes: usize,
+    /// The trace context sent upstream (W3C `traceparent`).
+    pub traceparent: Option<HeaderValue>,
 }
 
 impl AccessLog {
@@ -57,6 +59,7 @@ impl AccessLog {
             reason: "-",
             upstream_status: None,
             bytes: 0,
+            traceparent: None,
         }
     }
 
@@ -77,6 +80,25 @@ impl AccessLog {
         status: StatusCode,
         latency: Duration,
     ) {
+        // Under a flood of bad requests the rejection lines are rate limited; the next
+        // line that gets through says how many were dropped.
+        let dropped = if self.outcome == "rejected" {
+            match REJECT_LINES.admit() {
+                Some(d) => d,
+                None => {
+                    crate::metrics::global().access_log_dropped.inc();
+                    return;
+                }
+            }
+        } else {
+            0
+        };
+        let trace = self
+            .traceparent
+            .as_ref()
+            .and_then(|t| t.to_str().ok())
+            .and_then(crate::trace::trace_id)
+            .unwrap_or("-");
         tracing::info!(
             target: "access",
             request_id = request_id.to_str().unwrap_or("-"),
@@ -90,6 +112,83 @@ impl AccessLog {
             upstream_status = self.upstream_status.map(|s| s.as_u16()).unwrap_or(0),
             bytes = self.bytes,
             latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3,
+            trace_id = trace,
+            dropped_before = dropped,
         );
+    }
+}
+
+/// Rejection log lines allowed per second; the rest are counted and dropped.
+pub const REJECT_LINES_PER_SECOND: u64 = 100;
+
+static REJECT_LINES: LineBudget = LineBudget::new(REJECT_LINES_PER_SECOND);
+
+/// A per-second budget of log lines, lock-free.
+pub struct LineBudget {
+    per_second: u64,
+    /// The current second (since the epoch) in the high 32 bits, lines in the low 32.
+    state: std::sync::atomic::AtomicU64,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl LineBudget {
+    pub const fn new(per_second: u64) -> Self {
+        LineBudget {
+            per_second,
+            state: std::sync::atomic::AtomicU64::new(0),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)`: log this line, `n` lines were dropped since the last one logged.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        )
+    }
+
+    fn admit_at(&self, now: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let second = now & 0xffff_ffff;
+        let mut cur = self.state.load(Relaxed);
+        loop {
+            let (sec, used) = (cur >> 32, cur & 0xffff_ffff);
+            let next = if sec != second {
+                (second << 32) | 1
+            } else if used < self.per_second {
+                cur + 1
+            } else {
+                self.dropped.fetch_add(1, Relaxed);
+                return None;
+            };
+            match self
+                .state
+                .compare_exchange_weak(cur, next, Relaxed, Relaxed)
+            {
+                Ok(_) => return Some(self.dropped.swap(0, Relaxed)),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_budget_drops_past_its_rate_and_reports_the_count() {
+        let b = LineBudget::new(3);
+        assert_eq!(b.admit_at(10), Some(0));
+        assert_eq!(b.admit_at(10), Some(0));
+        assert_eq!(b.admit_at(10), Some(0));
+        assert_eq!(b.admit_at(10), None);
+        assert_eq!(b.admit_at(10), None);
+        // The next second: the first line says two were dropped.
+        assert_eq!(b.admit_at(11), Some(2));
+        assert_eq!(b.admit_at(11), Some(0));
     }
 }

@@ -333,6 +333,26 @@ async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitt
         got,
         jitter,
     );
+    let metrics = crate::metrics::global();
+    metrics.upstream(
+        &state.metric_name,
+        match got {
+            Attempt::Answered { status, .. } => Ok(status),
+            Attempt::Failed(r) => Err(r),
+        },
+    );
+    let result = match &outcome {
+        Outcome::Done { .. } => "done",
+        Outcome::Retry { .. } => "retry",
+        Outcome::Dead { .. } => "dead",
+    };
+    metrics
+        .queue_attempts
+        .get_or_create(&crate::metrics::AttemptLabels {
+            route: state.metric_name.clone(),
+            result,
+        })
+        .inc();
     match &outcome {
         Outcome::Done { status } => {
             tracing::info!(target: "access", route = %route.name, delivery_id = %delivery_id, attempt = number, status, outcome = "delivered", "queued delivery delivered")

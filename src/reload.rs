@@ -132,6 +132,10 @@ pub fn reload(shared: &Shared, running: &Config, path: Option<&Path>, why: &str)
         Ok(c) => c,
         Err(msg) => {
             shared.reload_stats.failed.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::global()
+                .reloads
+                .get_or_create(&crate::metrics::ResultLabels { result: "failed" })
+                .inc();
             tracing::error!(
                 trigger = why,
                 errors = %msg.trim_end(),
@@ -155,6 +159,10 @@ pub fn reload(shared: &Shared, running: &Config, path: Option<&Path>, why: &str)
         next.trusted_proxies.clone(),
     ));
     shared.reload_stats.ok.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::global()
+        .reloads
+        .get_or_create(&crate::metrics::ResultLabels { result: "ok" })
+        .inc();
     tracing::info!(
         trigger = why,
         config = %source.label,

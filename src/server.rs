@@ -41,6 +41,8 @@ pub struct RouteState {
     pub dedup: Option<Arc<DedupStore>>,
     /// A verifier built from a secret learned in a handshake (Asana), if any.
     pub learned: std::sync::RwLock<Option<Arc<crate::verify::Verifier>>>,
+    /// The route's name as a metrics label.
+    pub metric_name: crate::metrics::RouteName,
 }
 
 impl RouteState {
@@ -74,6 +76,7 @@ impl RouteState {
             pool,
             dedup,
             learned: std::sync::RwLock::new(learned),
+            metric_name: Arc::new(route.name.clone()),
             route: route.clone(),
         }
     }
@@ -257,8 +260,14 @@ impl Gateway {
     ) -> Resp {
         let start = Instant::now();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut req = req;
         let request_id = self.ids.take(req.headers().get(X_REQUEST_ID));
+        // W3C trace context: keep the sender's trace, make this hop its own span.
+        let traceparent = crate::trace::next_hop(req.headers().get(crate::trace::TRACEPARENT));
+        req.headers_mut()
+            .insert(crate::trace::TRACEPARENT, traceparent.clone());
         let mut log = AccessLog::new(peer.ip(), req.method().clone(), req.uri().clone());
+        log.traceparent = Some(traceparent);
         let result = self
             .handle_inner(req, peer, peer_text, conn, &request_id, &mut log)
             .await;
@@ -289,7 +298,20 @@ impl Gateway {
         };
         resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
         let route_name = log.route_index.map(|i| self.routes[i].route.name.as_str());
-        log.emit(route_name, &request_id, resp.status(), start.elapsed());
+        let took = start.elapsed();
+        log.emit(route_name, &request_id, resp.status(), took);
+        let metrics = crate::metrics::global();
+        let label = match log.route_index {
+            Some(i) => self.routes[i].metric_name.clone(),
+            None => crate::metrics::no_route(),
+        };
+        metrics.request(&label, log.outcome, log.reason, took);
+        if log.outcome == "duplicate" || log.reason == "duplicate_in_flight" {
+            metrics
+                .dedup_hits
+                .get_or_create(&crate::metrics::RouteLabels { route: label })
+                .inc();
+        }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         resp
     }
@@ -447,7 +469,12 @@ impl Gateway {
         let head = |out: &mut Vec<u8>| {
             forward::write_upstream_head(out, &parts.method, &path, &parts.headers, &info)
         };
-        let up_resp = upstream::send(&state.pool, head, &body, route.upstream_timeout).await?;
+        let sent = upstream::send(&state.pool, head, &body, route.upstream_timeout).await;
+        crate::metrics::global().upstream(
+            &state.metric_name,
+            sent.as_ref().map(|r| r.status().as_u16()).map_err(|e| *e),
+        );
+        let up_resp = sent?;
         log.upstream_status = Some(up_resp.status());
         let status = forward::map_upstream_status(up_resp.status())?;
         if let (Some(ticket), true) = (ticket, status.is_success()) {

@@ -1,0 +1,93 @@
+//! W3C Trace Context (`traceparent`, version 00): a sender's trace is continued, with
+//! this hop as a new span; a request without a valid one starts a trace. The upstream
+//! gets the result, and the access log shows the trace id.
+
+use http::HeaderValue;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+pub const TRACEPARENT: &str = "traceparent";
+
+/// The trace id of a valid `traceparent` (32 lower-case hex digits, not all zero).
+pub fn trace_id(value: &str) -> Option<&str> {
+    parse(value).map(|(trace, _)| trace)
+}
+
+/// `(trace id, flags)` of a valid version-00 `traceparent`.
+fn parse(v: &str) -> Option<(&str, &str)> {
+    let b = v.as_bytes();
+    if b.len() != 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let zero = |s: &[u8]| s.iter().all(|&c| c == b'0');
+    let (version, trace, parent, flags) = (&b[..2], &b[3..35], &b[36..52], &b[53..]);
+    if version != b"00" || !hex(trace) || !hex(parent) || !hex(flags) || zero(trace) || zero(parent)
+    {
+        return None;
+    }
+    Some((&v[3..35], &v[53..]))
+}
+
+/// The `traceparent` this hop sends: the sender's trace id and flags if its header is
+/// valid, else a new trace (sampled); always a new span id.
+pub fn next_hop(incoming: Option<&HeaderValue>) -> HeaderValue {
+    let parsed = incoming.and_then(|v| v.to_str().ok()).and_then(parse);
+    let span = format!("{:016x}", random_u64() | 1);
+    let text = match parsed {
+        Some((trace, flags)) => format!("00-{trace}-{span}-{flags}"),
+        None => format!(
+            "00-{:016x}{:016x}-{span}-01",
+            random_u64(),
+            random_u64() | 1
+        ),
+    };
+    HeaderValue::from_str(&text).expect("hex and dashes")
+}
+
+/// Unpredictable enough for ids (SipHash of a per-process random key and a counter);
+/// not for secrets.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = KEY.get_or_init(Default::default).build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_trace_is_continued_with_a_new_span() {
+        let next = next_hop(Some(&HeaderValue::from_static(SENT)));
+        let next = next.to_str().unwrap();
+        assert_eq!(trace_id(next), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert!(next.ends_with("-01"));
+        assert_ne!(&next[36..52], "00f067aa0ba902b7");
+    }
+
+    #[test]
+    fn a_missing_or_invalid_one_starts_a_new_trace() {
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            let v = HeaderValue::from_str(bad).unwrap();
+            let next = next_hop(Some(&v));
+            let id = trace_id(next.to_str().unwrap()).expect("valid");
+            assert_ne!(id, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+        }
+        let a = next_hop(None);
+        let b = next_hop(None);
+        assert_ne!(trace_id(a.to_str().unwrap()), trace_id(b.to_str().unwrap()));
+    }
+}
