@@ -244,6 +244,82 @@ impl Metrics {
     }
 }
 
+/// One route's handles for the series every accepted request touches, looked up once
+/// when the route is built so that the request path is an atomic add and a histogram
+/// observation, not label hashing and map lookups.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    pub name: RouteName,
+    accepted: Counter,
+    queued: Counter,
+    signature_mismatch: Counter,
+    latency: Histogram,
+    upstream_2xx: Counter,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> RouteMetrics {
+        let m = global();
+        let name: RouteName = Arc::new(route.to_string());
+        let req = |outcome, reason| {
+            m.requests
+                .get_or_create(&RequestLabels {
+                    route: name.clone(),
+                    outcome,
+                    reason,
+                })
+                .clone()
+        };
+        RouteMetrics {
+            accepted: req("accepted", "-"),
+            queued: req("queued", "-"),
+            signature_mismatch: req("rejected", "signature_mismatch"),
+            latency: m
+                .latency
+                .get_or_create(&RouteLabels {
+                    route: name.clone(),
+                })
+                .clone(),
+            upstream_2xx: m
+                .upstream_responses
+                .get_or_create(&UpstreamLabels {
+                    route: name.clone(),
+                    class: "2xx",
+                })
+                .clone(),
+            name,
+        }
+    }
+
+    /// One answered request of this route.
+    pub fn request(&self, outcome: &'static str, reason: &'static str, took: Duration) {
+        match (outcome, reason) {
+            ("accepted", "-") => self.accepted.inc(),
+            ("queued", "-") => self.queued.inc(),
+            ("rejected", "signature_mismatch") => self.signature_mismatch.inc(),
+            _ => global()
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: self.name.clone(),
+                    outcome,
+                    reason,
+                })
+                .inc(),
+        };
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    /// An upstream's answer or failure for this route.
+    pub fn upstream(&self, result: Result<u16, crate::pipeline::Reject>) {
+        match result {
+            Ok(200..=299) => {
+                self.upstream_2xx.inc();
+            }
+            other => global().upstream(&self.name, other),
+        }
+    }
+}
+
 /// The process's metrics.
 pub fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();

@@ -334,13 +334,10 @@ async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitt
         jitter,
     );
     let metrics = crate::metrics::global();
-    metrics.upstream(
-        &state.metric_name,
-        match got {
-            Attempt::Answered { status, .. } => Ok(status),
-            Attempt::Failed(r) => Err(r),
-        },
-    );
+    state.metrics.upstream(match got {
+        Attempt::Answered { status, .. } => Ok(status),
+        Attempt::Failed(r) => Err(r),
+    });
     let result = match &outcome {
         Outcome::Done { .. } => "done",
         Outcome::Retry { .. } => "retry",
@@ -349,7 +346,7 @@ async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitt
     metrics
         .queue_attempts
         .get_or_create(&crate::metrics::AttemptLabels {
-            route: state.metric_name.clone(),
+            route: state.metrics.name.clone(),
             result,
         })
         .inc();

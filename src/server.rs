@@ -41,8 +41,8 @@ pub struct RouteState {
     pub dedup: Option<Arc<DedupStore>>,
     /// A verifier built from a secret learned in a handshake (Asana), if any.
     pub learned: std::sync::RwLock<Option<Arc<crate::verify::Verifier>>>,
-    /// The route's name as a metrics label.
-    pub metric_name: crate::metrics::RouteName,
+    /// The route's metrics.
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 impl RouteState {
@@ -76,7 +76,7 @@ impl RouteState {
             pool,
             dedup,
             learned: std::sync::RwLock::new(learned),
-            metric_name: Arc::new(route.name.clone()),
+            metrics: crate::metrics::RouteMetrics::new(&route.name),
             route: route.clone(),
         }
     }
@@ -139,18 +139,10 @@ impl RequestIds {
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut buf = [0u8; 29];
-        write_hex(&mut buf[..16], self.prefix);
+        crate::trace::write_hex(&mut buf[..16], self.prefix);
         buf[16] = b'-';
-        write_hex(&mut buf[17..], n);
+        crate::trace::write_hex(&mut buf[17..], n);
         HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
-    }
-}
-
-fn write_hex(out: &mut [u8], mut v: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
     }
 }
 
@@ -302,10 +294,17 @@ impl Gateway {
         log.emit(route_name, &request_id, resp.status(), took);
         let metrics = crate::metrics::global();
         let label = match log.route_index {
-            Some(i) => self.routes[i].metric_name.clone(),
-            None => crate::metrics::no_route(),
+            Some(i) => {
+                let m = &self.routes[i].metrics;
+                m.request(log.outcome, log.reason, took);
+                m.name.clone()
+            }
+            None => {
+                let label = crate::metrics::no_route();
+                metrics.request(&label, log.outcome, log.reason, took);
+                label
+            }
         };
-        metrics.request(&label, log.outcome, log.reason, took);
         if log.outcome == "duplicate" || log.reason == "duplicate_in_flight" {
             metrics
                 .dedup_hits
@@ -470,10 +469,9 @@ impl Gateway {
             forward::write_upstream_head(out, &parts.method, &path, &parts.headers, &info)
         };
         let sent = upstream::send(&state.pool, head, &body, route.upstream_timeout).await;
-        crate::metrics::global().upstream(
-            &state.metric_name,
-            sent.as_ref().map(|r| r.status().as_u16()).map_err(|e| *e),
-        );
+        state
+            .metrics
+            .upstream(sent.as_ref().map(|r| r.status().as_u16()).map_err(|e| *e));
         let up_resp = sent?;
         log.upstream_status = Some(up_resp.status());
         let status = forward::map_upstream_status(up_resp.status())?;

@@ -30,19 +30,31 @@ fn parse(v: &str) -> Option<(&str, &str)> {
 }
 
 /// The `traceparent` this hop sends: the sender's trace id and flags if its header is
-/// valid, else a new trace (sampled); always a new span id.
+/// valid, else a new trace (sampled); always a new span id. Written into a stack buffer:
+/// this runs for every request.
 pub fn next_hop(incoming: Option<&HeaderValue>) -> HeaderValue {
-    let parsed = incoming.and_then(|v| v.to_str().ok()).and_then(parse);
-    let span = format!("{:016x}", random_u64() | 1);
-    let text = match parsed {
-        Some((trace, flags)) => format!("00-{trace}-{span}-{flags}"),
-        None => format!(
-            "00-{:016x}{:016x}-{span}-01",
-            random_u64(),
-            random_u64() | 1
-        ),
-    };
-    HeaderValue::from_str(&text).expect("hex and dashes")
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    match incoming.and_then(|v| v.to_str().ok()).and_then(parse) {
+        Some((trace, flags)) => {
+            out[3..35].copy_from_slice(trace.as_bytes());
+            out[53..].copy_from_slice(flags.as_bytes());
+        }
+        None => {
+            write_hex(&mut out[3..19], random_u64());
+            write_hex(&mut out[19..35], random_u64() | 1);
+        }
+    }
+    write_hex(&mut out[36..52], random_u64() | 1);
+    HeaderValue::from_bytes(&out).expect("hex and dashes")
+}
+
+/// `v` as lower-case hex digits filling `out` (leading zeros).
+pub(crate) fn write_hex(out: &mut [u8], mut v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 /// Unpredictable enough for ids (SipHash of a per-process random key and a counter);
