@@ -1031,14 +1031,6 @@ routes:
         if wrong:
             raise BenchError(f"forged: {wrong} forged deliveries were not rejected")
 
-    def not_measured(self, scenario, reason):
-        self.out.line(f"### {scenario}")
-        self.out.line()
-        self.out.table(
-            ["target", "req/s", "p50 ms", "p99 ms", "errors", "×haproxy", "×nginx"],
-            [["hookgate", f"not measured: {reason}", "", "", "", "", ""]],
-        )
-
     def sc_tls(self):
         if self.cert is None:
             self.cert = make_cert(os.path.join(self.tmp, "tls"))

@@ -49,18 +49,12 @@ pub struct Generation {
     pub gateway: Arc<Gateway>,
     pub tls: Option<TlsListener>,
     pub limits: Limits,
-    pub trusted: IpSet,
     h1: hyper::server::conn::http1::Builder,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
 impl Generation {
-    pub fn new(
-        gateway: Arc<Gateway>,
-        tls: Option<TlsListener>,
-        limits: Limits,
-        trusted: IpSet,
-    ) -> Self {
+    pub fn new(gateway: Arc<Gateway>, tls: Option<TlsListener>, limits: Limits) -> Self {
         let mut h1 = hyper::server::conn::http1::Builder::new();
         h1.timer(TokioTimer::new())
             // The watchdog owns the head deadline (see the module doc).
@@ -82,7 +76,6 @@ impl Generation {
             gateway,
             tls,
             limits,
-            trusted,
             h1,
             h2,
         }
@@ -96,7 +89,6 @@ pub struct Shared {
     /// generation it started with is still current (no lock on the request path).
     epoch: AtomicU64,
     pub conns: Conns,
-    pub reload_stats: crate::reload::Stats,
     shutdown: watch::Sender<bool>,
 }
 
@@ -106,7 +98,6 @@ impl Shared {
             current: RwLock::new(Arc::new(generation)),
             epoch: AtomicU64::new(0),
             conns: Conns::default(),
-            reload_stats: crate::reload::Stats::default(),
             shutdown: watch::channel(false).0,
         })
     }
@@ -251,7 +242,12 @@ pub async fn accept_loop(
 
 fn admit_and_spawn(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let (generation, epoch) = shared.current_with_epoch();
-    let admitted = match Conns::admit(shared, peer.ip(), &generation.limits, &generation.trusted) {
+    let admitted = match Conns::admit(
+        shared,
+        peer.ip(),
+        &generation.limits,
+        generation.gateway.trusted(),
+    ) {
         Ok(a) => a,
         Err(why) => {
             tracing::debug!(%peer, ?why, "connection refused");
@@ -292,8 +288,15 @@ async fn connection(
     peer: SocketAddr,
 ) -> io::Result<()> {
     let limits = generation.limits;
-    let track = Arc::new(ConnTrack::new());
-    let peer_text: Arc<str> = crate::net::canonical(peer.ip()).to_string().into();
+    let ctx = ConnCtx {
+        shared,
+        gateway: generation.gateway.clone(),
+        epoch,
+        track: Arc::new(ConnTrack::new()),
+        peer,
+        peer_text: crate::net::canonical(peer.ip()).to_string().into(),
+        tls: generation.tls.is_some(),
+    };
     let Some(tls) = &generation.tls else {
         let deadline = tokio::time::Instant::now() + limits.header_timeout;
         let proto = tokio::time::timeout_at(deadline, sniff(&stream))
@@ -301,15 +304,6 @@ async fn connection(
             .map_err(|_| {
                 io::Error::new(io::ErrorKind::TimedOut, "no request within header_timeout")
             })??;
-        let ctx = ConnCtx {
-            shared,
-            gateway: generation.gateway.clone(),
-            epoch,
-            track,
-            peer,
-            peer_text,
-            tls: false,
-        };
         return match proto {
             Proto::Http1 => serve_h1(&generation, ctx, stream).await,
             Proto::Http2 => serve_h2(&generation, ctx, stream).await,
@@ -319,17 +313,15 @@ async fn connection(
     let handshake = tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await;
     let stream = match handshake {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        failed => {
             crate::metrics::global().tls_handshake_failures.inc();
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return Err(e);
-        }
-        Err(_) => {
-            crate::metrics::global().tls_handshake_failures.inc();
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "TLS handshake timed out",
-            ));
+            return Err(match failed {
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    e
+                }
+                _ => io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"),
+            });
         }
     };
     // RFC 9113 §3.3: over TLS, HTTP/2 is chosen by ALPN only.
@@ -338,16 +330,7 @@ async fn connection(
         _ => Proto::Http1,
     };
     // The head deadline restarts after the handshake, which had its own.
-    track.reset_head();
-    let ctx = ConnCtx {
-        shared,
-        gateway: generation.gateway.clone(),
-        epoch,
-        track,
-        peer,
-        peer_text,
-        tls: true,
-    };
+    ctx.track.reset_head();
     match proto {
         Proto::Http1 => serve_h1(&generation, ctx, stream).await,
         Proto::Http2 => serve_h2(&generation, ctx, stream).await,
@@ -709,7 +692,7 @@ mod tests {
             ..Limits::default()
         };
         let trusted = IpSet::new(vec![crate::net::parse_net("10.0.0.0/8").unwrap()]);
-        let shared = Shared::new(Generation::new(gw, None, l, trusted.clone()));
+        let shared = Shared::new(Generation::new(gw, None, l));
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "10.1.1.1".parse().unwrap();
         let a1 = Conns::admit(&shared, a, &l, &trusted).unwrap();
@@ -733,12 +716,7 @@ mod tests {
             max_connections_per_ip: 1,
             ..l
         };
-        let shared6 = Shared::new(Generation::new(
-            shared.current().gateway.clone(),
-            None,
-            l6,
-            IpSet::default(),
-        ));
+        let shared6 = Shared::new(Generation::new(shared.current().gateway.clone(), None, l6));
         let _x = Conns::admit(
             &shared6,
             "2001:db8::1".parse().unwrap(),

@@ -80,6 +80,10 @@ impl AccessLog {
         status: StatusCode,
         latency: Duration,
     ) {
+        // Nothing below is worth doing when access lines are filtered out.
+        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return;
+        }
         // Under a flood of bad requests the rejection lines are rate limited; the next
         // line that gets through says how many were dropped.
         let dropped = if self.outcome == "rejected" {

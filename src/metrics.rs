@@ -306,6 +306,14 @@ impl RouteMetrics {
                 })
                 .inc(),
         };
+        if outcome == "duplicate" || reason == "duplicate_in_flight" {
+            global()
+                .dedup_hits
+                .get_or_create(&RouteLabels {
+                    route: self.name.clone(),
+                })
+                .inc();
+        }
         self.latency.observe(took.as_secs_f64());
     }
 

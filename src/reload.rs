@@ -20,7 +20,6 @@ use crate::config::Config;
 use crate::listener::{Generation, Shared};
 use crate::server::Gateway;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::mpsc;
@@ -33,13 +32,6 @@ pub struct Options {
     pub path: Option<PathBuf>,
     /// Reload requests, e.g. one per SIGHUP.
     pub requests: Option<mpsc::UnboundedReceiver<()>>,
-}
-
-/// Reload outcomes so far (for logs, tests and, later, metrics).
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub ok: AtomicU64,
-    pub failed: AtomicU64,
 }
 
 /// One file's identity as far as change detection goes.
@@ -131,7 +123,6 @@ pub fn reload(shared: &Shared, running: &Config, path: Option<&Path>, why: &str)
     let next = match cli::load(&source) {
         Ok(c) => c,
         Err(msg) => {
-            shared.reload_stats.failed.fetch_add(1, Ordering::Relaxed);
             crate::metrics::global()
                 .reloads
                 .get_or_create(&crate::metrics::ResultLabels { result: "failed" })
@@ -152,13 +143,7 @@ pub fn reload(shared: &Shared, running: &Config, path: Option<&Path>, why: &str)
     }
     let previous = shared.current();
     let gateway = Arc::new(Gateway::new(&next, Some(&previous.gateway)));
-    shared.swap(Generation::new(
-        gateway,
-        next.tls.clone(),
-        next.limits,
-        next.trusted_proxies.clone(),
-    ));
-    shared.reload_stats.ok.fetch_add(1, Ordering::Relaxed);
+    shared.swap(Generation::new(gateway, next.tls.clone(), next.limits));
     crate::metrics::global()
         .reloads
         .get_or_create(&crate::metrics::ResultLabels { result: "ok" })

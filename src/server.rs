@@ -204,6 +204,11 @@ impl Gateway {
         self
     }
 
+    /// The peers whose X-Forwarded-For is believed (exempt from the per-address cap).
+    pub fn trusted(&self) -> &IpSet {
+        &self.trusted
+    }
+
     /// The names of the routes with `delivery: queued`.
     pub fn queued_routes(&self) -> Vec<String> {
         self.routes
@@ -292,24 +297,16 @@ impl Gateway {
         let route_name = log.route_index.map(|i| self.routes[i].route.name.as_str());
         let took = start.elapsed();
         log.emit(route_name, &request_id, resp.status(), took);
-        let metrics = crate::metrics::global();
-        let label = match log.route_index {
-            Some(i) => {
-                let m = &self.routes[i].metrics;
-                m.request(log.outcome, log.reason, took);
-                m.name.clone()
-            }
-            None => {
-                let label = crate::metrics::no_route();
-                metrics.request(&label, log.outcome, log.reason, took);
-                label
-            }
-        };
-        if log.outcome == "duplicate" || log.reason == "duplicate_in_flight" {
-            metrics
-                .dedup_hits
-                .get_or_create(&crate::metrics::RouteLabels { route: label })
-                .inc();
+        match log.route_index {
+            Some(i) => self.routes[i]
+                .metrics
+                .request(log.outcome, log.reason, took),
+            None => crate::metrics::global().request(
+                &crate::metrics::no_route(),
+                log.outcome,
+                log.reason,
+                took,
+            ),
         }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         resp
@@ -768,7 +765,6 @@ pub async fn run_with(
         gateway,
         config.tls.clone(),
         config.limits,
-        config.trusted_proxies.clone(),
     ));
     let queue_admin = queue.as_ref().map(|q| crate::admin::QueueAdmin {
         store: q.store.clone(),
