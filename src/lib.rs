@@ -13,6 +13,8 @@
 //! - [`handshake`]: the endpoint-ownership challenges senders make, answered here.
 //! - [`forward`]: header rewriting, upstream path and status mapping (pure functions).
 //! - [`upstream`]: the HTTP/1.1 upstream client and its keep-alive pools.
+//! - [`h1`]: the HTTP/1.1 server (request loop, body, response) and its codec;
+//!   [`listener`]: accept, admission, TLS, protocol choice, deadlines, drain.
 //! - [`server`]: the listener, the outer and inner request handler, graceful drain.
 //! - [`admin`]: `/healthz` and `/readyz` on their own port.
 //! - [`log`]: tracing setup and the access-log line.
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod forward;
 pub mod fuzzing;
+pub mod h1;
 pub mod handshake;
 pub mod listener;
 pub mod log;

@@ -5,15 +5,16 @@
 //!
 //! - **Admission:** a global cap and a per-client-address cap on open connections. A
 //!   connection over either is closed as soon as it is accepted, never queued.
-//! - **TLS handshake:** bounded by `tls.handshake_timeout`; ALPN picks hyper's HTTP/2 or
-//!   HTTP/1.1 server directly.
+//! - **TLS handshake:** bounded by `tls.handshake_timeout`; ALPN picks hyper's HTTP/2
+//!   server or hookgate's HTTP/1.1 one ([`crate::h1`]) directly.
 //! - **Protocol sniff (plain TCP):** hyper-util's `auto` sniff waits forever for the
 //!   24-byte HTTP/2 preface. Here the first bytes are peeked (nothing is copied) under the
 //!   header deadline, and HTTP/1.1 is recognised from the first byte that differs from
 //!   the preface.
-//! - **Deadlines:** one watchdog per connection instead of hyper's per-request header
-//!   timer. It cuts a request head that is not complete within `header_timeout` from its
-//!   first byte (slowloris), and a connection with no request in progress for
+//! - **Deadlines:** one watchdog per connection, no timer per request. It cuts a
+//!   connection that sends no first request within `header_timeout` (an HTTP/1 head
+//!   started but not complete is cut by the request loop: slowloris), and one with no
+//!   request in progress for
 //!   `idle_timeout`: an idle HTTP/2 connection gets a GOAWAY, which hyper does not send
 //!   by itself. A stalled response write is idle time too. The body deadline is the
 //!   handler's (`body_timeout`).
@@ -22,7 +23,6 @@
 
 use crate::config::{Limits, TlsListener};
 use crate::net::IpSet;
-use crate::pipeline::framing::{HeadScanner, Malformed};
 use crate::server::Gateway;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,11 +31,10 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -49,19 +48,11 @@ pub struct Generation {
     pub gateway: Arc<Gateway>,
     pub tls: Option<TlsListener>,
     pub limits: Limits,
-    h1: hyper::server::conn::http1::Builder,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
 impl Generation {
     pub fn new(gateway: Arc<Gateway>, tls: Option<TlsListener>, limits: Limits) -> Self {
-        let mut h1 = hyper::server::conn::http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            // The watchdog owns the head deadline (see the module doc).
-            .header_read_timeout(None)
-            .max_buf_size(limits.max_header_bytes)
-            .max_headers(limits.max_headers)
-            .keep_alive(true);
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_concurrent_streams(limits.h2_max_concurrent_streams)
@@ -76,7 +67,6 @@ impl Generation {
             gateway,
             tls,
             limits,
-            h1,
             h2,
         }
     }
@@ -359,18 +349,27 @@ async fn sniff(stream: &TcpStream) -> io::Result<Proto> {
 }
 
 /// What a connection's requests need.
-struct ConnCtx {
+pub(crate) struct ConnCtx {
     shared: Arc<Shared>,
     /// The gateway current at accept time, used while `epoch` is still current.
     gateway: Arc<Gateway>,
     epoch: u64,
-    track: Arc<ConnTrack>,
-    peer: SocketAddr,
-    peer_text: Arc<str>,
-    tls: bool,
+    pub(crate) track: Arc<ConnTrack>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) peer_text: Arc<str>,
+    pub(crate) tls: bool,
 }
 
 impl ConnCtx {
+    /// The gateway for a request arriving now: the one the connection started with
+    /// while no reload happened (one atomic load), else the current one.
+    pub(crate) fn gateway(&self) -> Arc<Gateway> {
+        match self.shared.epoch.load(Ordering::Acquire) == self.epoch {
+            true => self.gateway.clone(),
+            false => self.shared.current().gateway.clone(),
+        }
+    }
+
     /// The per-connection service: each request takes the current gateway.
     fn service(
         &self,
@@ -391,10 +390,10 @@ impl ConnCtx {
                 true => at_accept.clone(),
                 false => shared.current().gateway.clone(),
             };
-            let (busy, framing) = track.begin();
+            let busy = track.begin();
             let peer_text = peer_text.clone();
             async move {
-                let conn = crate::server::ConnInfo { tls, framing };
+                let conn = crate::server::ConnInfo { tls };
                 let resp = gateway.handle(req, peer, &peer_text, conn).await;
                 drop(busy);
                 Ok(resp)
@@ -407,16 +406,9 @@ async fn serve_h1<S>(generation: &Generation, ctx: ConnCtx, stream: S) -> io::Re
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    ctx.track.scan_heads();
-    let io = TokioIo::new(Tracked {
-        inner: stream,
-        track: ctx.track.clone(),
-    });
-    let conn = generation.h1.serve_connection(io, ctx.service());
-    drive(conn, &ctx, generation.limits, Proto::Http1, |c| {
-        c.graceful_shutdown()
-    })
-    .await
+    let limits = generation.limits;
+    let conn = crate::h1::serve(stream, &ctx, &limits);
+    drive(conn, &ctx, limits, Proto::Http1, |_| ctx.track.close_soon()).await
 }
 
 async fn serve_h2<S>(generation: &Generation, ctx: ConnCtx, stream: S) -> io::Result<()>
@@ -433,7 +425,7 @@ where
 }
 
 /// Polls a connection to its end, under the watchdog and the shutdown signal.
-async fn drive<C>(
+async fn drive<C, E>(
     conn: C,
     ctx: &ConnCtx,
     limits: Limits,
@@ -441,7 +433,8 @@ async fn drive<C>(
     graceful: impl Fn(Pin<&mut C>),
 ) -> io::Result<()>
 where
-    C: Future<Output = hyper::Result<()>>,
+    C: Future<Output = Result<(), E>>,
+    E: IntoIo,
 {
     tokio::pin!(conn);
     let mut shutdown = ctx.shared.shutdown.subscribe();
@@ -451,7 +444,7 @@ where
     loop {
         tokio::select! {
             biased;
-            done = conn.as_mut() => return done.map_err(io::Error::other),
+            done = conn.as_mut() => return done.map_err(IntoIo::into_io),
             expiry = watchdog.as_mut(), if !closing => match expiry {
                 // Nothing is in progress: close at once (HTTP/2 says GOAWAY first).
                 Expiry::Idle if proto == Proto::Http2 => {
@@ -467,8 +460,29 @@ where
             _ = shutdown.wait_for(|stop| *stop), if !closing => {
                 graceful(conn.as_mut());
                 closing = true;
+                // An HTTP/1 connection waiting for its next request closes at once.
+                if proto == Proto::Http1 && ctx.track.is_waiting() {
+                    return Ok(());
+                }
             }
         }
+    }
+}
+
+/// A connection's error as an I/O error (hyper's HTTP/2 server, or the HTTP/1 loop).
+trait IntoIo {
+    fn into_io(self) -> io::Error;
+}
+
+impl IntoIo for hyper::Error {
+    fn into_io(self) -> io::Error {
+        io::Error::other(self)
+    }
+}
+
+impl IntoIo for io::Error {
+    fn into_io(self) -> io::Error {
+        self
     }
 }
 
@@ -505,8 +519,10 @@ pub struct ConnTrack {
     active: AtomicUsize,
     head_started: AtomicU64,
     idle_since: AtomicU64,
-    /// HTTP/1 only: follows the raw bytes for the framing hyper hides.
-    scanner: std::sync::OnceLock<Mutex<HeadScanner>>,
+    /// HTTP/1: the connection waits for the first bytes of its next request.
+    waiting: AtomicBool,
+    /// HTTP/1: a drain asked the connection to close after its current request.
+    closing: AtomicBool,
 }
 
 impl ConnTrack {
@@ -517,12 +533,25 @@ impl ConnTrack {
             // The first head is due `header_timeout` after the connection opens.
             head_started: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
-            scanner: std::sync::OnceLock::new(),
+            waiting: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         }
     }
 
-    fn scan_heads(&self) {
-        let _ = self.scanner.set(Mutex::new(HeadScanner::default()));
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Relaxed);
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    fn close_soon(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     fn now(&self) -> u64 {
@@ -533,31 +562,12 @@ impl ConnTrack {
         self.head_started.store(self.now(), Ordering::Relaxed);
     }
 
-    /// Bytes arrived: if no request is in progress, a new head has begun.
-    fn on_read(&self, bytes: &[u8]) {
-        if let Some(scanner) = self.scanner.get() {
-            scanner
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .feed(bytes);
-        }
-        if self.active.load(Ordering::Relaxed) == 0
-            && self.head_started.load(Ordering::Relaxed) == NONE
-        {
-            self.head_started.store(self.now(), Ordering::Relaxed);
-        }
-    }
-
-    /// A request's head is complete and its handler runs until the guard drops. Also
-    /// the framing verdict for the head (always fine for HTTP/2).
-    fn begin(self: &Arc<Self>) -> (Busy, Result<(), Malformed>) {
+    /// A request is in progress until the guard drops: for HTTP/1 from its first bytes
+    /// (the head's own deadline is kept by the request loop), for HTTP/2 from its head.
+    pub(crate) fn begin(self: &Arc<Self>) -> Busy {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(NONE, Ordering::Relaxed);
-        let verdict = match self.scanner.get() {
-            Some(s) => s.lock().unwrap_or_else(|p| p.into_inner()).next_verdict(),
-            None => Ok(()),
-        };
-        (Busy(self.clone()), verdict)
+        Busy(self.clone())
     }
 
     /// `Ok(wait)`: check again after `wait`; `Err`: the connection is past a deadline.
@@ -586,63 +596,12 @@ impl ConnTrack {
 }
 
 /// A request in progress on a connection.
-struct Busy(Arc<ConnTrack>);
+pub(crate) struct Busy(Arc<ConnTrack>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.idle_since.store(self.0.now(), Ordering::Relaxed);
         self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// An HTTP/1 stream that tells the connection's timeline when bytes arrive.
-struct Tracked<S> {
-    inner: S,
-    track: Arc<ConnTrack>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.track.on_read(&buf.filled()[before..]);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -664,20 +623,24 @@ mod tests {
         let t = Arc::new(ConnTrack::new());
         // A new connection owes its first head within the header timeout.
         assert!(t.check(&l, true).unwrap() <= Duration::from_millis(50));
-        let (busy, _) = t.begin();
+        let busy = t.begin();
         assert_eq!(t.check(&l, true), Ok(Duration::from_millis(50)));
         drop(busy);
         // Idle now: the idle deadline applies.
         let wait = t.check(&l, true).unwrap();
         assert!(wait > Duration::from_millis(150), "{wait:?}");
-        // A byte of the next head: the header deadline applies again.
-        t.on_read(b"P");
+        // A TLS handshake done: the first head is due within the header timeout again.
+        t.reset_head();
         assert!(t.check(&l, true).unwrap() <= Duration::from_millis(50));
         // HTTP/2 has no heads to time this way: only idleness counts.
         assert!(t.check(&l, false).unwrap() > Duration::from_millis(150));
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(t.check(&l, true), Err(Expiry::Head));
         assert!(t.check(&l, false).is_ok());
+        // The first bytes of a request: the loop keeps the head's deadline itself.
+        let busy = t.begin();
+        assert!(t.check(&l, true).is_ok());
+        drop(busy);
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct AccessLog {
     pub bytes: usize,
     /// The trace context sent upstream (W3C `traceparent`).
     pub traceparent: Option<HeaderValue>,
+    /// The head could not be parsed: method and path are logged as `-`.
+    pub unparsed: bool,
 }
 
 impl AccessLog {
@@ -60,6 +62,7 @@ impl AccessLog {
             upstream_status: None,
             bytes: 0,
             traceparent: None,
+            unparsed: false,
         }
     }
 
@@ -108,8 +111,8 @@ impl AccessLog {
             request_id = request_id.to_str().unwrap_or("-"),
             route = route.unwrap_or("-"),
             client_ip = %self.client_ip,
-            method = %self.method,
-            path = self.uri.path(),
+            method = if self.unparsed { "-" } else { self.method.as_str() },
+            path = if self.unparsed { "-" } else { self.uri.path() },
             status = status.as_u16(),
             outcome = self.outcome,
             reason = self.reason,

@@ -17,9 +17,9 @@ use crate::pipeline::{self, body, client_ip, Reject};
 use crate::upstream::{self, Pool};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::Full;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -153,8 +153,6 @@ pub type Resp = Response<Full<Bytes>>;
 pub struct ConnInfo {
     /// The request came over TLS.
     pub tls: bool,
-    /// The raw-byte framing verdict for an HTTP/1 request (see [`pipeline::framing`]).
-    pub framing: Result<(), pipeline::framing::Malformed>,
 }
 
 impl Gateway {
@@ -248,13 +246,16 @@ impl Gateway {
 
     /// The outer layer: request id, the stages, error → response, one log line.
     /// `peer_text` is the peer's address as text, rendered once per connection.
-    pub async fn handle(
+    pub async fn handle<B>(
         &self,
-        req: Request<Incoming>,
+        req: Request<B>,
         peer: SocketAddr,
         peer_text: &str,
         conn: ConnInfo,
-    ) -> Resp {
+    ) -> Resp
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
         let start = Instant::now();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut req = req;
@@ -312,17 +313,42 @@ impl Gateway {
         resp
     }
 
+    /// A request head the HTTP/1 codec refused (not HTTP/1.x, a bad Content-Length,
+    /// over the size or field limits): answered, logged and counted like every other
+    /// rejection. The connection is closed after the answer.
+    pub fn refuse_head(&self, peer: SocketAddr, why: pipeline::framing::Malformed) -> Resp {
+        let reject = Reject::Malformed(why);
+        let request_id = self.ids.take(None);
+        let mut log = AccessLog::new(peer.ip(), http::Method::default(), Uri::from_static("*"));
+        log.unparsed = true;
+        log.reject(reject);
+        let mut resp = reject_response(reject, StatusCode::BAD_REQUEST);
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+        log.emit(None, &request_id, resp.status(), Duration::ZERO);
+        crate::metrics::global().request(
+            &crate::metrics::no_route(),
+            log.outcome,
+            log.reason,
+            Duration::ZERO,
+        );
+        resp
+    }
+
     /// The stages, in order; the first failure ends the request.
-    async fn handle_inner(
+    async fn handle_inner<B>(
         &self,
-        req: Request<Incoming>,
+        req: Request<B>,
         peer: SocketAddr,
         peer_text: &str,
         conn: ConnInfo,
         request_id: &HeaderValue,
         log: &mut AccessLog,
-    ) -> Result<Resp, Reject> {
-        conn.framing.map_err(Reject::Malformed)?;
+    ) -> Result<Resp, Reject>
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
         pipeline::framing::check(req.version(), req.uri(), req.headers())
             .map_err(Reject::Malformed)?;
         let host = req.uri().host().or_else(|| {
@@ -662,6 +688,10 @@ pub(crate) fn reason_body(reject: Reject) -> &'static [u8] {
         "missing_host",
         "duplicate_host",
         "invalid_host",
+        "invalid_request",
+        "invalid_content_length",
+        "header_too_large",
+        "too_many_headers",
         "unknown_route",
         "method_not_allowed",
         "ip_not_allowed",

@@ -12,10 +12,11 @@
 //! - HTTP/1.1 without exactly one valid Host (RFC 9112 §3.2), or a Host that disagrees
 //!   with an absolute-form request target.
 //!
-//! hyper resolves two of these shapes before a handler can see them: it drops
-//! Content-Length when Transfer-Encoding is present, and keeps one of several equal
-//! Content-Lengths. [`HeadScanner`] therefore watches the raw bytes of an HTTP/1
-//! connection as hyper reads them, and gives one verdict per request head, in order.
+//! The HTTP/1 codec ([`crate::h1::codec`]) keeps every field as sent (hyper's parser
+//! drops Content-Length when Transfer-Encoding is present and keeps one of several equal
+//! Content-Lengths, which is why the gateway reads HTTP/1 itself), frames such a head as
+//! bodiless, and closes the connection after the 400: the bytes after it are never read
+//! as a request.
 
 use http::header::{self, HeaderMap};
 use http::{Uri, Version};
@@ -30,12 +31,27 @@ pub enum Malformed {
     MissingHost,
     DuplicateHost,
     InvalidHost,
-    /// The raw-byte scanner and hyper disagree about where a request starts (a parser
-    /// differential, or more pipelined requests than the scanner keeps verdicts for).
-    FramingMismatch,
+    /// Not HTTP/1.x as RFC 9112 writes it (httparse refuses it).
+    InvalidRequest,
+    /// A Content-Length that is not a decimal number.
+    InvalidContentLength,
+    /// A head over `limits.max_header_bytes` (431).
+    HeaderTooLarge,
+    /// More fields than `limits.max_headers` (431).
+    TooManyHeaders,
 }
 
 impl Malformed {
+    /// 431 for a head over the limits, 400 for the rest.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            Malformed::HeaderTooLarge | Malformed::TooManyHeaders => {
+                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            _ => http::StatusCode::BAD_REQUEST,
+        }
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             Malformed::ContentLengthWithTransferEncoding => "content_length_with_transfer_encoding",
@@ -45,7 +61,10 @@ impl Malformed {
             Malformed::MissingHost => "missing_host",
             Malformed::DuplicateHost => "duplicate_host",
             Malformed::InvalidHost => "invalid_host",
-            Malformed::FramingMismatch => "framing_mismatch",
+            Malformed::InvalidRequest => "invalid_request",
+            Malformed::InvalidContentLength => "invalid_content_length",
+            Malformed::HeaderTooLarge => "header_too_large",
+            Malformed::TooManyHeaders => "too_many_headers",
         }
     }
 }
@@ -148,305 +167,6 @@ fn valid_host(h: &[u8]) -> bool {
         !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit)
     });
     host_ok && port_ok
-}
-
-/// Verdicts kept for pipelined heads not yet handled; a client that pipelines more is
-/// refused (no real webhook sender pipelines at all).
-const MAX_PENDING_VERDICTS: usize = 32;
-
-/// Follows the framing of HTTP/1 requests in a byte stream: request line, header lines
-/// (counting Content-Length and Transfer-Encoding fields), then the body by
-/// Content-Length or chunked coding, then the next request. Bodies are skipped, not
-/// read; only names and the Content-Length value are looked at, so the cost is a pass
-/// over each head. Pure: fed slices, it yields one verdict per complete head.
-pub struct HeadScanner {
-    state: Scan,
-    name: [u8; 18],
-    name_len: usize,
-    content_lengths: u32,
-    transfer_encodings: u32,
-    length: u64,
-    verdicts: std::collections::VecDeque<Result<(), Malformed>>,
-    lost: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scan {
-    /// Before a request line (empty lines are skipped, as httparse does).
-    Start,
-    RequestLine,
-    LineStart,
-    /// After a CR at a line start: the head ends at the LF.
-    HeadEndCr,
-    Name,
-    Value(Field),
-    /// The rest of a line that does not matter.
-    SkipLine,
-    Body(u64),
-    ChunkSize(u64),
-    ChunkExt(u64),
-    ChunkData(u64),
-    ChunkDataEnd,
-    TrailerStart,
-    TrailerLine,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    ContentLength,
-    TransferEncoding,
-}
-
-/// The scanner's state as it matters: the name bytes read so far only while a name is
-/// being read, and nothing but `lost` once lost (the fuzz target compares the states of
-/// scanners fed in different pieces).
-impl std::fmt::Debug for HeadScanner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut d = f.debug_struct("HeadScanner");
-        if self.lost {
-            // Nothing else matters any more.
-            return d.field("lost", &true).finish();
-        }
-        d.field("state", &self.state);
-        if self.state == Scan::Name {
-            d.field("name", &&self.name[..self.name_len]);
-        }
-        d.field("content_lengths", &self.content_lengths)
-            .field("transfer_encodings", &self.transfer_encodings)
-            .field("length", &self.length)
-            .field("verdicts", &self.verdicts)
-            .field("lost", &self.lost)
-            .finish()
-    }
-}
-
-impl Default for HeadScanner {
-    fn default() -> Self {
-        HeadScanner {
-            state: Scan::Start,
-            name: [0; 18],
-            name_len: 0,
-            content_lengths: 0,
-            transfer_encodings: 0,
-            length: 0,
-            verdicts: std::collections::VecDeque::new(),
-            lost: false,
-        }
-    }
-}
-
-impl HeadScanner {
-    // `lost`: framing the scanner cannot follow. Every later request on the connection
-    // is refused (hyper refuses most such input itself).
-
-    /// The verdict for the next request hyper dispatches. A request hyper saw but the
-    /// scanner did not is a framing mismatch.
-    pub fn next_verdict(&mut self) -> Result<(), Malformed> {
-        if self.lost {
-            return Err(Malformed::FramingMismatch);
-        }
-        self.verdicts
-            .pop_front()
-            .unwrap_or(Err(Malformed::FramingMismatch))
-    }
-
-    /// Feeds the next bytes of the connection.
-    pub fn feed(&mut self, mut data: &[u8]) {
-        while !data.is_empty() && !self.lost {
-            match self.state {
-                Scan::Body(n) | Scan::ChunkData(n) => {
-                    let take = (n.min(data.len() as u64)) as usize;
-                    data = &data[take..];
-                    let left = n - take as u64;
-                    self.state = match (self.state, left) {
-                        (Scan::Body(_), 0) => Scan::Start,
-                        (Scan::Body(_), l) => Scan::Body(l),
-                        (_, 0) => Scan::ChunkDataEnd,
-                        (_, l) => Scan::ChunkData(l),
-                    };
-                }
-                Scan::SkipLine | Scan::RequestLine | Scan::ChunkDataEnd | Scan::TrailerLine => {
-                    match data.iter().position(|&b| b == b'\n') {
-                        None => data = &[],
-                        Some(i) => {
-                            data = &data[i + 1..];
-                            self.state = match self.state {
-                                Scan::ChunkDataEnd => Scan::ChunkSize(0),
-                                Scan::TrailerLine => Scan::TrailerStart,
-                                _ => Scan::LineStart,
-                            };
-                        }
-                    }
-                }
-                Scan::LineStart => match data.iter().position(|&b| b == b'\n') {
-                    // A whole header line in hand (the usual case): no byte steps.
-                    Some(end) => {
-                        self.line(&data[..end]);
-                        data = &data[end + 1..];
-                    }
-                    None => {
-                        self.byte(data[0]);
-                        data = &data[1..];
-                    }
-                },
-                _ => {
-                    self.byte(data[0]);
-                    data = &data[1..];
-                }
-            }
-        }
-    }
-
-    /// A complete line at a line start (`raw` without its LF), with exactly the outcome
-    /// of feeding it byte by byte.
-    fn line(&mut self, raw: &[u8]) {
-        match raw {
-            [] | [b'\r'] => {
-                self.state = self.head_end();
-                return;
-            }
-            [b'\r', ..] => {
-                self.lost = true; // a CR not followed by LF where a field could start
-                return;
-            }
-            _ => {}
-        }
-        self.state = Scan::LineStart;
-        let Some(colon) = raw.iter().position(|&b| b == b':') else {
-            return;
-        };
-        let name = &raw[..colon];
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.transfer_encodings += 1;
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            self.content_lengths += 1;
-            self.length = 0;
-            for &b in raw[colon + 1..].iter().filter(|b| b.is_ascii_digit()) {
-                match self
-                    .length
-                    .checked_mul(10)
-                    .and_then(|l| l.checked_add(u64::from(b - b'0')))
-                {
-                    Some(l) => self.length = l,
-                    None => {
-                        self.lost = true;
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    fn byte(&mut self, b: u8) {
-        self.state = match self.state {
-            Scan::Start if b == b'\r' || b == b'\n' => Scan::Start,
-            Scan::Start => {
-                self.content_lengths = 0;
-                self.transfer_encodings = 0;
-                self.length = 0;
-                Scan::RequestLine
-            }
-            Scan::LineStart if b == b'\r' => Scan::HeadEndCr,
-            Scan::LineStart | Scan::HeadEndCr if b == b'\n' => self.head_end(),
-            Scan::HeadEndCr => {
-                self.lost = true;
-                return;
-            }
-            Scan::LineStart => {
-                self.name_len = 0;
-                self.name_byte(b)
-            }
-            Scan::Name if b == b':' => self.field(),
-            Scan::Name if b == b'\n' => Scan::LineStart,
-            Scan::Name => self.name_byte(b),
-            Scan::Value(_) if b == b'\n' => Scan::LineStart,
-            Scan::Value(Field::ContentLength) if b.is_ascii_digit() => {
-                self.length = match self
-                    .length
-                    .checked_mul(10)
-                    .and_then(|l| l.checked_add(u64::from(b - b'0')))
-                {
-                    Some(l) => l,
-                    None => {
-                        self.lost = true;
-                        return;
-                    }
-                };
-                Scan::Value(Field::ContentLength)
-            }
-            Scan::Value(f) => Scan::Value(f),
-            Scan::ChunkSize(n) if b.is_ascii_hexdigit() => {
-                let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                match n.checked_mul(16).and_then(|v| v.checked_add(d)) {
-                    Some(v) => Scan::ChunkSize(v),
-                    None => {
-                        self.lost = true;
-                        return;
-                    }
-                }
-            }
-            Scan::ChunkSize(n) | Scan::ChunkExt(n) if b == b'\n' => match n {
-                0 => Scan::TrailerStart,
-                n => Scan::ChunkData(n),
-            },
-            Scan::ChunkSize(n) | Scan::ChunkExt(n) => Scan::ChunkExt(n),
-            Scan::TrailerStart if b == b'\n' => Scan::Start,
-            Scan::TrailerStart if b == b'\r' => Scan::TrailerStart,
-            Scan::TrailerStart => Scan::TrailerLine,
-            // Handled in `feed`.
-            Scan::Body(_)
-            | Scan::ChunkData(_)
-            | Scan::SkipLine
-            | Scan::RequestLine
-            | Scan::ChunkDataEnd
-            | Scan::TrailerLine => self.state,
-        };
-    }
-
-    fn name_byte(&mut self, b: u8) -> Scan {
-        if self.name_len == self.name.len() {
-            return Scan::SkipLine; // longer than any name we look for
-        }
-        self.name[self.name_len] = b.to_ascii_lowercase();
-        self.name_len += 1;
-        Scan::Name
-    }
-
-    fn field(&mut self) -> Scan {
-        match &self.name[..self.name_len] {
-            b"content-length" => {
-                self.content_lengths += 1;
-                self.length = 0;
-                Scan::Value(Field::ContentLength)
-            }
-            b"transfer-encoding" => {
-                self.transfer_encodings += 1;
-                Scan::Value(Field::TransferEncoding)
-            }
-            _ => Scan::SkipLine,
-        }
-    }
-
-    fn head_end(&mut self) -> Scan {
-        let verdict = if self.content_lengths > 0 && self.transfer_encodings > 0 {
-            Err(Malformed::ContentLengthWithTransferEncoding)
-        } else if self.content_lengths > 1 {
-            Err(Malformed::DuplicateContentLength)
-        } else {
-            Ok(())
-        };
-        if self.verdicts.len() >= MAX_PENDING_VERDICTS {
-            self.lost = true;
-        }
-        self.verdicts.push_back(verdict);
-        if self.transfer_encodings > 0 {
-            Scan::ChunkSize(0)
-        } else if self.content_lengths > 0 && self.length > 0 {
-            Scan::Body(self.length)
-        } else {
-            Scan::Start
-        }
-    }
 }
 
 #[cfg(test)]
@@ -555,55 +275,6 @@ mod tests {
         for (fields, want) in cases {
             assert_eq!(check11(fields), Err(*want), "{fields:?}");
         }
-    }
-
-    fn scan(input: &[u8], piece: usize) -> HeadScanner {
-        let mut s = HeadScanner::default();
-        for chunk in input.chunks(piece.max(1)) {
-            s.feed(chunk);
-        }
-        s
-    }
-
-    #[test]
-    fn the_scanner_gives_one_verdict_per_head_in_any_piece_size() {
-        let stream: &[u8] = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello\
-POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\n\
-\r\nPOST /c HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\nTRANSFER-ENCODING: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
-POST /d HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi\
-GET /e HTTP/1.1\nHost: h\nX-Content-Length-Ish: 9\n\n\
-POST /f HTTP/1.1\r\nHost: h\r\nContent-Length: 19\r\n\r\nContent-Length: 1\r\n";
-        for piece in [1, 2, 3, 7, 64, stream.len()] {
-            let mut s = scan(stream, piece);
-            assert_eq!(s.next_verdict(), Ok(()), "piece {piece}");
-            assert_eq!(s.next_verdict(), Ok(()), "piece {piece}");
-            assert_eq!(
-                s.next_verdict(),
-                Err(Malformed::ContentLengthWithTransferEncoding)
-            );
-            assert_eq!(s.next_verdict(), Err(Malformed::DuplicateContentLength));
-            assert_eq!(s.next_verdict(), Ok(()), "piece {piece}");
-            // /f: its body looks like a header line and is skipped as a body.
-            assert_eq!(s.next_verdict(), Ok(()), "piece {piece}");
-            assert_eq!(s.state, Scan::Start, "piece {piece}");
-            // More requests than heads seen: the scanner and hyper disagree.
-            assert_eq!(s.next_verdict(), Err(Malformed::FramingMismatch));
-        }
-    }
-
-    #[test]
-    fn the_scanner_gives_up_on_framing_it_cannot_follow() {
-        let mut s = scan(
-            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-            5,
-        );
-        assert_eq!(s.next_verdict(), Err(Malformed::FramingMismatch));
-        let mut s = scan(b"POST / HTTP/1.1\r\nHost: h\r\n\rX", 5);
-        assert_eq!(s.next_verdict(), Err(Malformed::FramingMismatch));
-        // A flood of pipelined heads: verdicts are bounded.
-        let one = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
-        let mut s = scan(&one.repeat(MAX_PENDING_VERDICTS + 1), 100);
-        assert_eq!(s.next_verdict(), Err(Malformed::FramingMismatch));
     }
 
     #[test]

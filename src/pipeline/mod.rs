@@ -61,7 +61,7 @@ impl Reject {
     /// verification (406 unless configured).
     pub fn status(self, reject_status: StatusCode) -> StatusCode {
         match self {
-            Reject::Malformed(_) => StatusCode::BAD_REQUEST,
+            Reject::Malformed(m) => m.status(),
             Reject::UnknownRoute => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::IpNotAllowed => StatusCode::FORBIDDEN,

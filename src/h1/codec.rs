@@ -1,0 +1,641 @@
+//! The HTTP/1.1 request codec, without I/O: the request head (httparse, then the
+//! `http` types built on slices of the bytes read, without copying a value), the body's
+//! framing, the chunked-coding decoder, and the response head.
+//!
+//! Strict where RFC 9112 lets a server choose (../shared/hardening.md):
+//! - a head that httparse refuses (bare CR, obsolete line folding, a bad token, a
+//!   version other than 1.0/1.1) is a 400;
+//! - a Content-Length that is not a plain decimal number is a 400;
+//! - shapes that two parsers could frame differently (Content-Length with
+//!   Transfer-Encoding, two Content-Lengths, a coding other than one `chunked`) are
+//!   framed as "no body, close after the answer", and [`crate::pipeline::framing::check`]
+//!   refuses them before anything else runs: the bytes after such a head are never read
+//!   as a request;
+//! - chunk lines and the trailer section end in CRLF, never a bare LF; chunk sizes have
+//!   at most 16 hex digits; extensions and trailers are bounded and discarded.
+
+use crate::pipeline::framing::Malformed;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Uri, Version};
+use std::mem::MaybeUninit;
+
+/// The most header fields a head may carry, whatever the config says (the config caps
+/// `limits.max_headers` at 1,000 too).
+pub const MAX_HEADERS: usize = 1000;
+
+/// How the request body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (no Content-Length, no Transfer-Encoding, or `Content-Length: 0`).
+    Empty,
+    /// `Content-Length: n`, n > 0.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    /// Bytes of the buffer the head took (request line, fields, the empty line).
+    pub len: usize,
+    pub framing: Framing,
+    /// The connection may carry another request after this one.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` (HTTP/1.1).
+    pub expect_continue: bool,
+}
+
+/// Why a head is refused (answered with `status()`, then the connection is closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not HTTP/1.x as RFC 9112 writes it.
+    Invalid,
+    /// A Content-Length that is not a decimal number.
+    InvalidContentLength,
+    /// Over `max_header_bytes`.
+    TooLarge,
+    /// Over `max_headers`.
+    TooManyHeaders,
+}
+
+impl HeadError {
+    pub fn malformed(self) -> Malformed {
+        match self {
+            HeadError::Invalid => Malformed::InvalidRequest,
+            HeadError::InvalidContentLength => Malformed::InvalidContentLength,
+            HeadError::TooLarge => Malformed::HeaderTooLarge,
+            HeadError::TooManyHeaders => Malformed::TooManyHeaders,
+        }
+    }
+}
+
+/// Parses the head at the start of `buf`. `Ok(None)`: not complete yet (the caller
+/// refuses it as [`HeadError::TooLarge`] once `buf` reaches `max_bytes`).
+pub fn parse_head(
+    buf: &Bytes,
+    max_bytes: usize,
+    max_headers: usize,
+) -> Result<Option<Head>, HeadError> {
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let slots = &mut slots[..max_headers.clamp(1, MAX_HEADERS)];
+    let mut req = httparse::Request::new(&mut []);
+    let window = &buf[..buf.len().min(max_bytes)];
+    let len = match req.parse_with_uninit_headers(window, slots) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= max_bytes => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(_) => return Err(HeadError::Invalid),
+    };
+    let method =
+        Method::from_bytes(req.method.unwrap_or("").as_bytes()).map_err(|_| HeadError::Invalid)?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let target = req.path.unwrap_or("");
+    let uri =
+        Uri::from_maybe_shared(buf.slice_ref(target.as_bytes())).map_err(|_| HeadError::Invalid)?;
+
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut content_length: Option<u64> = None;
+    let mut lengths = 0usize;
+    let mut codings = 0usize;
+    let mut chunked = false;
+    let mut close = version == Version::HTTP_10;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Invalid)?;
+        let value = HeaderValue::from_maybe_shared(buf.slice_ref(h.value))
+            .map_err(|_| HeadError::Invalid)?;
+        if name == header::CONTENT_LENGTH {
+            lengths += 1;
+            // A list (`5, 5`) is refused by the framing check; anything else that is not
+            // digits is refused here.
+            if !h.value.contains(&b',') {
+                content_length = Some(decimal(h.value).ok_or(HeadError::InvalidContentLength)?);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            codings += 1;
+            chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name == header::CONNECTION {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    close = false;
+                }
+            }
+        } else if name == header::EXPECT && version == Version::HTTP_11 {
+            expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+        headers.append(name, value);
+    }
+    let framing = match (lengths, codings) {
+        (0, 0) => Framing::Empty,
+        (1, 0) => match content_length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => {
+                close = true; // a list: refused by the framing check
+                Framing::Empty
+            }
+        },
+        // An HTTP/1.0 message with Transfer-Encoding is faulty framing (RFC 9112 §6.1):
+        // read it, answer, close.
+        (0, 1) if chunked => {
+            close |= version == Version::HTTP_10;
+            Framing::Chunked
+        }
+        // Ambiguous framing: refused before anything runs, and nothing after this head
+        // is read from the connection.
+        _ => {
+            close = true;
+            Framing::Empty
+        }
+    };
+    Ok(Some(Head {
+        method,
+        uri,
+        version,
+        headers,
+        len,
+        framing,
+        keep_alive: !close,
+        expect_continue,
+    }))
+}
+
+/// A Content-Length value: 1 to 19 ASCII digits (optional surrounding whitespace was
+/// already trimmed by httparse).
+fn decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Why a chunked body is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkError {
+    /// A chunk line, chunk end or trailer that is not RFC 9112 §7.1.
+    Syntax,
+    /// Extensions or trailers over their limits.
+    TooLong,
+}
+
+/// The most bytes of chunk extensions, and of trailer fields, one body may carry; they
+/// are discarded (neither is signed or forwarded).
+pub const MAX_CHUNK_EXTENSIONS: usize = 16 * 1024;
+pub const MAX_TRAILERS: usize = 16 * 1024;
+
+/// What one decoding step produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    Data(Bytes),
+    /// The buffer holds no complete next item: read more.
+    NeedMore,
+    /// The last chunk and the trailer section are read: the body is complete.
+    End,
+}
+
+/// The chunked transfer coding's decoder (RFC 9112 §7.1), fed from the connection's
+/// buffer. Framing bytes are consumed; data is split off without a copy.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Chunked {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+    extensions: usize,
+    trailers: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    /// After the size: whitespace before `;`, or CR.
+    AfterSize,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the empty line that ends the body).
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+impl Chunked {
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Decodes from the front of `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Chunk, ChunkError> {
+        use ChunkState::*;
+        loop {
+            if self.state == Done {
+                return Ok(Chunk::End);
+            }
+            if self.state == Data {
+                if buf.is_empty() {
+                    return Ok(Chunk::NeedMore);
+                }
+                let take = self.size.min(buf.len() as u64) as usize;
+                self.size -= take as u64;
+                if self.size == 0 {
+                    self.state = DataCr;
+                }
+                return Ok(Chunk::Data(buf.split_to(take).freeze()));
+            }
+            let Some(&b) = buf.first() else {
+                return Ok(Chunk::NeedMore);
+            };
+            buf.advance(1);
+            self.state = match (self.state, b) {
+                (Size, b) if b.is_ascii_hexdigit() => {
+                    self.digits += 1;
+                    if self.digits > 16 {
+                        return Err(ChunkError::Syntax);
+                    }
+                    self.size = (self.size << 4) | u64::from(hex(b));
+                    Size
+                }
+                (Size, _) if self.digits == 0 => return Err(ChunkError::Syntax),
+                (Size | AfterSize, b' ' | b'\t') => AfterSize,
+                (Size | AfterSize, b';') => Extension,
+                (Size | AfterSize | Extension, b'\r') => SizeLf,
+                (Extension, b) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
+                    self.extensions += 1;
+                    if self.extensions > MAX_CHUNK_EXTENSIONS {
+                        return Err(ChunkError::TooLong);
+                    }
+                    Extension
+                }
+                (SizeLf, b'\n') => {
+                    self.digits = 0;
+                    match self.size {
+                        0 => TrailerStart,
+                        _ => Data,
+                    }
+                }
+                (DataCr, b'\r') => DataLf,
+                (DataLf, b'\n') => Size,
+                (TrailerStart, b'\r') => EndLf,
+                (EndLf, b'\n') => Done,
+                (TrailerLine, b'\r') => TrailerLf,
+                (TrailerStart | TrailerLine, b) if b != b'\n' && b != 0 => {
+                    self.trailers += 1;
+                    if self.trailers > MAX_TRAILERS {
+                        return Err(ChunkError::TooLong);
+                    }
+                    TrailerLine
+                }
+                (TrailerLf, b'\n') => TrailerStart,
+                _ => return Err(ChunkError::Syntax),
+            };
+        }
+    }
+}
+
+fn hex(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10,
+    }
+}
+
+/// Writes a response head: status line, the response's fields except the framing and
+/// connection ones (which are this hop's), `date` if the response has none,
+/// `content-length`, and `connection: close` when the connection ends after it.
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    status: http::StatusCode,
+    headers: &HeaderMap,
+    body_len: usize,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        date::with_now(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    // 1xx, 204 and 304 carry no body and no length (RFC 9110 §8.6).
+    let bodiless = status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED;
+    if !bodiless {
+        out.extend_from_slice(b"content-length: ");
+        let mut digits = itoa_buf(body_len as u64);
+        out.extend_from_slice(digits.as_slice());
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A number's decimal digits, without allocating.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_slice(&mut self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+fn itoa_buf(mut n: u64) -> Digits {
+    let mut d = Digits {
+        buf: [0; 20],
+        start: 20,
+    };
+    loop {
+        d.start -= 1;
+        d.buf[d.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return d;
+        }
+    }
+}
+
+/// The `Date` field's value (IMF-fixdate, RFC 9110 §5.6.7), formatted once per second
+/// per thread.
+pub mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+
+    /// Calls `f` with the current date.
+    pub fn with_now<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.0 != secs {
+                *c = (secs, format(secs));
+            }
+            f(&c.1)
+        })
+    }
+
+    /// `Sun, 06 Nov 1994 08:49:37 GMT` for seconds since the epoch.
+    pub fn format(secs: u64) -> [u8; 29] {
+        const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+        const MONTHS: [&[u8; 3]; 12] = [
+            b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+            b"Dec",
+        ];
+        let days = secs / 86_400;
+        let rem = secs % 86_400;
+        let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let mut out = [0u8; 29];
+        out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+        out[3..5].copy_from_slice(b", ");
+        two(&mut out[5..7], day as u64);
+        out[7] = b' ';
+        out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+        out[11] = b' ';
+        let y = year.clamp(0, 9999) as u64;
+        two(&mut out[12..14], y / 100);
+        two(&mut out[14..16], y % 100);
+        out[16] = b' ';
+        two(&mut out[17..19], h);
+        out[19] = b':';
+        two(&mut out[20..22], m);
+        out[22] = b':';
+        two(&mut out[23..25], s);
+        out[25..].copy_from_slice(b" GMT");
+        out
+    }
+
+    fn two(out: &mut [u8], n: u64) {
+        out[0] = b'0' + (n / 10 % 10) as u8;
+        out[1] = b'0' + (n % 10) as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> Result<Option<Head>, HeadError> {
+        parse_head(&Bytes::copy_from_slice(raw.as_bytes()), 8192, 100)
+    }
+
+    #[test]
+    fn a_post_head_is_parsed_with_its_framing() {
+        let raw =
+            "POST /hooks/x?a=1 HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\nX-Sig: ab\r\n\r\nhello";
+        let h = head(raw).unwrap().unwrap();
+        assert_eq!(h.method, Method::POST);
+        assert_eq!(h.uri.path(), "/hooks/x");
+        assert_eq!(h.uri.query(), Some("a=1"));
+        assert_eq!(h.version, Version::HTTP_11);
+        assert_eq!(h.headers["x-sig"], "ab");
+        assert_eq!(h.framing, Framing::Length(5));
+        assert_eq!(&raw[h.len..], "hello");
+        assert!(h.keep_alive && !h.expect_continue);
+    }
+
+    #[test]
+    fn partial_heads_wait_and_oversized_ones_are_refused() {
+        assert!(head("POST / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
+        assert_eq!(head(&long).err(), Some(HeadError::TooLarge));
+        let many: String = (0..101).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+        assert_eq!(
+            parse_head(&Bytes::from(raw), 65536, 100).err(),
+            Some(HeadError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn invalid_heads_and_lengths_are_refused() {
+        for raw in [
+            "POST / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
+            "POST / HTTP/2.0\r\nHost: a\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nX: a\r\n folded\r\n\r\n",
+            "POST /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "P@ST / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(head(raw).err(), Some(HeadError::Invalid), "{raw:?}");
+        }
+        for cl in ["+5", "-1", "0x10", "5 5", "99999999999999999999", ""] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {cl}\r\n\r\n");
+            assert_eq!(
+                head(&raw).err(),
+                Some(HeadError::InvalidContentLength),
+                "{cl:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ambiguous_framing_reads_no_body_and_closes() {
+        for fields in [
+            "Content-Length: 5\r\nTransfer-Encoding: chunked",
+            "Content-Length: 5\r\nContent-Length: 5",
+            "Content-Length: 5, 5",
+            "Transfer-Encoding: gzip, chunked",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: a\r\n{fields}\r\n\r\n");
+            let h = head(&raw).unwrap().unwrap();
+            assert_eq!(h.framing, Framing::Empty, "{fields}");
+            assert!(!h.keep_alive, "{fields}");
+            // ...and the framing check refuses every one of them.
+            assert!(crate::pipeline::framing::check(h.version, &h.uri, &h.headers).is_err());
+        }
+    }
+
+    #[test]
+    fn connection_and_expect_are_read() {
+        let h = head("POST / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, close\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive && h.expect_continue);
+        let h = head("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let h = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.keep_alive);
+        let h =
+            head("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(!h.keep_alive);
+    }
+
+    fn dechunk(input: &[u8], piece: usize) -> Result<(Vec<u8>, usize), ChunkError> {
+        let mut d = Chunked::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut fed = 0;
+        for part in input.chunks(piece.max(1)) {
+            buf.extend_from_slice(part);
+            fed += part.len();
+            loop {
+                match d.decode(&mut buf)? {
+                    Chunk::Data(b) => out.extend_from_slice(&b),
+                    Chunk::NeedMore => break,
+                    // What follows the body: the rest of this piece and the unfed input.
+                    Chunk::End => return Ok((out, buf.len() + input.len() - fed)),
+                }
+            }
+        }
+        Err(ChunkError::Syntax) // incomplete
+    }
+
+    #[test]
+    fn chunked_bodies_decode_the_same_in_any_piece_size() {
+        let input = b"5\r\nhello\r\n6;ext=\"v\"\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        for piece in 1..input.len() {
+            let (body, left) = dechunk(input, piece).unwrap();
+            assert_eq!(body, b"hello world", "piece {piece}");
+            assert_eq!(left, 4);
+        }
+        let (body, _) = dechunk(b"A \t;x\r\n0123456789\r\n0\r\n\r\n", 3).unwrap();
+        assert_eq!(body, b"0123456789");
+    }
+
+    #[test]
+    fn bad_chunking_is_refused() {
+        for input in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"\r\n",
+            b"g\r\n",
+            b"0\r\n\n",
+            b"0\r\nX: 1\n\r\n",
+            b"11111111111111111\r\n",
+            b"5 5\r\n",
+            b"5;a\x01\r\n",
+        ] {
+            assert!(
+                dechunk(input, 64).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let ext = format!("1;{}\r\n", "e".repeat(MAX_CHUNK_EXTENSIONS + 1));
+        assert_eq!(
+            dechunk(ext.as_bytes(), 4096).err(),
+            Some(ChunkError::TooLong)
+        );
+    }
+
+    #[test]
+    fn the_response_head_is_written_with_its_length_and_date() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        let mut out = Vec::new();
+        write_response_head(&mut out, http::StatusCode::NOT_ACCEPTABLE, &h, 19, true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 406 Not Acceptable\r\nx-request-id: abc\r\ndate: "));
+        assert!(text.ends_with("GMT\r\ncontent-length: 19\r\nconnection: close\r\n\r\n"));
+        assert!(!text.contains("99") && !text.contains("keep-alive"));
+    }
+
+    #[test]
+    fn dates_are_imf_fixdate() {
+        assert_eq!(&date::format(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&date::format(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            &date::format(1_795_000_000),
+            b"Wed, 18 Nov 2026 11:06:40 GMT"
+        );
+        assert_eq!(&date::format(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+    }
+}

@@ -1,0 +1,446 @@
+//! hookgate's HTTP/1.1 server: one connection's request loop, its request body, and the
+//! response write. HTTP/2 stays on hyper (chosen by ALPN or the preface sniff).
+//!
+//! Why not hyper's HTTP/1 server: a webhook gateway must see a request head exactly as
+//! it was sent (hyper drops Content-Length when Transfer-Encoding is present and merges
+//! equal Content-Lengths, so the smuggling checks needed a second, raw-byte parser), and
+//! hyper's per-request machinery (a body channel between two tasks, a boxed timer, a
+//! header map rebuilt per request, an 8 KiB read buffer and a write buffer kept for the
+//! connection's lifetime) was most of the gateway's own per-request cost and most of an
+//! idle connection's memory. Here:
+//!
+//! - **One task, one buffer per request.** The first bytes of a request are read into a
+//!   stack buffer and copied into an allocation sized to them; the head is parsed with
+//!   httparse ([`codec`]) and every header value, the target and a body that arrived
+//!   with the head are slices of that allocation (no copy). An idle keep-alive
+//!   connection holds no buffer at all.
+//! - **Body:** the handler pulls it ([`H1Body`]); a Content-Length body is read straight
+//!   into one allocation of its declared size (never past it), a chunked one through
+//!   the strict decoder. `100 Continue` is sent only when the handler asks for the body,
+//!   i.e. after the route, method, address, rate and size checks passed.
+//! - **Response:** head and a small body are encoded into a per-thread scratch buffer and
+//!   written with one `write`; only what the socket does not take at once is copied.
+//! - **Connection reuse:** a request whose body was not read to its end (a reject before
+//!   the body) ends the connection after the answer, unless the rest of the body is
+//!   already in hand; so does every refused head, `Connection: close`, HTTP/1.0 without
+//!   keep-alive, and a drain. Closing shuts down the write side and discards what the
+//!   client still sends for a moment, so that the answer is not lost to a reset.
+//! - **Deadlines:** the listener's watchdog owns the idle deadline and the first head's;
+//!   a head that is not complete within `header_timeout` of its first read is cut here.
+
+pub mod codec;
+
+use crate::config::Limits;
+use crate::listener::ConnCtx;
+use crate::server::{ConnInfo, Resp};
+use bytes::{BufMut, Bytes, BytesMut};
+use codec::{Chunk, Chunked, Framing};
+use http::Request;
+use hyper::body::{Body, Frame, SizeHint};
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// The most bytes one read takes while a connection waits for its next request.
+const FIRST_READ: usize = 16 * 1024;
+/// Response bodies up to this size go out in the same write as the head.
+const INLINE_BODY: usize = 16 * 1024;
+/// After the answer that closes a connection: how long, and how much, of what the client
+/// still sends is read and discarded before the socket is closed.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// A body that is still arriving is read in steps of at most this many bytes.
+const BODY_STEP: usize = 256 * 1024;
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// A connection's input: the stream, bytes read but not yet used, and the body of the
+/// request in progress.
+struct Input<S> {
+    io: S,
+    buf: BytesMut,
+    body: BodyState,
+    /// Bytes of `100 Continue` still to write before the body is read; `None` when no
+    /// interim answer is due.
+    continue_left: Option<usize>,
+}
+
+#[derive(Debug)]
+enum BodyState {
+    /// No body, or the body was read to its end.
+    Done,
+    /// The whole body, in hand.
+    Ready(Bytes),
+    /// A Content-Length body still arriving: `total` bytes, `acc` holds what was read.
+    Length {
+        total: usize,
+        acc: Option<BytesMut>,
+    },
+    Chunked(Chunked),
+}
+
+/// Serves HTTP/1.1 requests on `io` until the client closes, a request ends the
+/// connection, or the watchdog or a drain drops this future.
+pub(crate) async fn serve<S>(io: S, ctx: &ConnCtx, limits: &Limits) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut input = Input {
+        io,
+        buf: BytesMut::new(),
+        body: BodyState::Done,
+        continue_left: None,
+    };
+    loop {
+        if input.buf.is_empty() {
+            if ctx.track.is_closing() {
+                return Ok(());
+            }
+            ctx.track.set_waiting(true);
+            let n = read_first(&mut input.io, &mut input.buf).await;
+            ctx.track.set_waiting(false);
+            if n? == 0 {
+                return Ok(()); // closed between requests
+            }
+        }
+        let busy = ctx.track.begin();
+        let (head, rest) = match read_head(&mut input, limits).await {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return Ok(()), // closed in the middle of a head
+            Err(HeadFail::Io(e)) => return Err(e),
+            Err(HeadFail::Timeout) => {
+                tracing::debug!(peer = %ctx.peer, "request head not complete within header_timeout");
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "header_timeout"));
+            }
+            Err(HeadFail::Refused(e)) => {
+                tracing::debug!(peer = %ctx.peer, error = ?e, "request head refused");
+                let resp = ctx.gateway().refuse_head(ctx.peer, e.malformed());
+                drop(busy);
+                write_response(&mut input.io, resp, false, true).await?;
+                linger(&mut input.io).await;
+                return Ok(());
+            }
+        };
+        // The body: zero-copy when it came with the head, else pulled by the handler.
+        input.body = match head.framing {
+            Framing::Empty => BodyState::Done,
+            Framing::Length(n) if n <= rest.len() as u64 => {
+                let n = n as usize;
+                if rest.len() > n {
+                    input.buf.extend_from_slice(&rest[n..]); // pipelined
+                }
+                BodyState::Ready(rest.slice(..n))
+            }
+            Framing::Length(n) => BodyState::Length {
+                // Over `usize` only on 32-bit targets, and then far over any max_body:
+                // the handler refuses it by its declared size before polling.
+                total: usize::try_from(n).unwrap_or(usize::MAX),
+                acc: None,
+            },
+            Framing::Chunked => BodyState::Chunked(Chunked::default()),
+        };
+        if !matches!(input.body, BodyState::Ready(_)) {
+            input.buf.extend_from_slice(&rest);
+        }
+        input.continue_left = match (&input.body, head.expect_continue) {
+            (BodyState::Length { .. } | BodyState::Chunked(_), true) => Some(0),
+            _ => None,
+        };
+        let head_only = head.method == http::Method::HEAD;
+        let mut req = Request::new(H1Body { input: &mut input });
+        *req.method_mut() = head.method;
+        *req.uri_mut() = head.uri;
+        *req.version_mut() = head.version;
+        *req.headers_mut() = head.headers;
+        let gateway = ctx.gateway();
+        let resp = gateway
+            .handle(req, ctx.peer, &ctx.peer_text, ConnInfo { tls: ctx.tls })
+            .await;
+        // The next request starts after this one's body: read to its end, or in hand.
+        let body_done = matches!(input.body, BodyState::Done | BodyState::Ready(_));
+        input.body = BodyState::Done;
+        let close = !head.keep_alive
+            || !body_done
+            || ctx.track.is_closing()
+            || resp
+                .headers()
+                .get(http::header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        // A client that stops reading its answer is idle time for the watchdog.
+        drop(busy);
+        write_response(&mut input.io, resp, head_only, close).await?;
+        if close {
+            linger(&mut input.io).await;
+            return Ok(());
+        }
+    }
+}
+
+/// Waits for the first bytes of a request: read into the stack, then copied into an
+/// allocation of their size, so that a waiting connection holds no buffer.
+async fn read_first<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
+    poll_fn(|cx| {
+        let mut stack = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+        let mut rb = ReadBuf::uninit(&mut stack);
+        ready!(Pin::new(&mut *io).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        if n > 0 {
+            *buf = BytesMut::from(rb.filled());
+        }
+        Poll::Ready(Ok(n))
+    })
+    .await
+}
+
+enum HeadFail {
+    Io(io::Error),
+    Timeout,
+    Refused(codec::HeadError),
+}
+
+/// Reads until the head in `input.buf` is complete; returns it and the bytes after it.
+async fn read_head<S: AsyncRead + Unpin>(
+    input: &mut Input<S>,
+    limits: &Limits,
+) -> Result<Option<(codec::Head, Bytes)>, HeadFail> {
+    let mut deadline = None;
+    loop {
+        let bytes = std::mem::take(&mut input.buf).freeze();
+        match codec::parse_head(&bytes, limits.max_header_bytes, limits.max_headers) {
+            Ok(Some(head)) => {
+                let rest = bytes.slice(head.len..);
+                return Ok(Some((head, rest)));
+            }
+            Err(e) => return Err(HeadFail::Refused(e)),
+            Ok(None) => {
+                // Not shared yet: back to a growable buffer without a copy.
+                input.buf = bytes
+                    .try_into_mut()
+                    .unwrap_or_else(|b| BytesMut::from(&b[..]));
+                let due = *deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + limits.header_timeout);
+                input.buf.reserve(4096);
+                match tokio::time::timeout_at(due, input.io.read_buf(&mut input.buf)).await {
+                    Err(_) => return Err(HeadFail::Timeout),
+                    Ok(Err(e)) => return Err(HeadFail::Io(e)),
+                    Ok(Ok(0)) => return Ok(None),
+                    Ok(Ok(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The body of a request being handled, read from its connection as the handler polls.
+pub struct H1Body<'a, S> {
+    input: &'a mut Input<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Input<S> {
+    /// Writes `100 Continue` if it is due.
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(sent) = self.continue_left {
+            if sent == CONTINUE.len() {
+                ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                self.continue_left = None;
+                break;
+            }
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &CONTINUE[sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.continue_left = Some(sent + n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            match &mut self.body {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Ready(_) => {
+                    let BodyState::Ready(b) = std::mem::replace(&mut self.body, BodyState::Done)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    return Poll::Ready(Some(Ok(b)));
+                }
+                BodyState::Length { total, acc } => {
+                    let total = *total;
+                    let acc = acc.get_or_insert_with(|| {
+                        // What came with the head, then the rest read after it, never
+                        // past the declared length (the handler checked it against the
+                        // route's max_body before asking). Memory grows with what
+                        // arrives, not with what is announced.
+                        let mut a = BytesMut::with_capacity(total.min(BODY_STEP));
+                        a.extend_from_slice(&self.buf.split());
+                        a
+                    });
+                    while acc.len() < total {
+                        let want = total - acc.len();
+                        acc.reserve(want.min(BODY_STEP));
+                        let mut limited = (&mut *acc).limit(want);
+                        let n = ready!(tokio_util::io::poll_read_buf(
+                            Pin::new(&mut self.io),
+                            cx,
+                            &mut limited
+                        ))?;
+                        if n == 0 {
+                            return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
+                        }
+                    }
+                    let BodyState::Length { acc: Some(acc), .. } =
+                        std::mem::replace(&mut self.body, BodyState::Done)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    return Poll::Ready(Some(Ok(acc.freeze())));
+                }
+                BodyState::Chunked(decoder) => match decoder.decode(&mut self.buf) {
+                    Err(e) => {
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("chunked body: {e:?}"),
+                        ))))
+                    }
+                    Ok(Chunk::Data(b)) => return Poll::Ready(Some(Ok(b))),
+                    Ok(Chunk::End) => self.body = BodyState::Done,
+                    Ok(Chunk::NeedMore) => {
+                        self.buf.reserve(8192);
+                        let n = ready!(tokio_util::io::poll_read_buf(
+                            Pin::new(&mut self.io),
+                            cx,
+                            &mut self.buf
+                        ))?;
+                        if n == 0 {
+                            return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Body for H1Body<'_, S> {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let input = &mut *self.get_mut().input;
+        ready!(input.poll_continue(cx))?;
+        input.poll_body(cx).map(|b| b.map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.input.body, BodyState::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.input.body {
+            BodyState::Done => SizeHint::with_exact(0),
+            BodyState::Ready(b) => SizeHint::with_exact(b.len() as u64),
+            BodyState::Length { total, .. } => SizeHint::with_exact(*total as u64),
+            BodyState::Chunked(_) => SizeHint::default(),
+        }
+    }
+}
+
+thread_local! {
+    /// Where response heads are encoded; what the socket takes at once never leaves it.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(INLINE_BODY + 4096));
+}
+
+/// Writes a response: the head and a small body in one write.
+async fn write_response<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    resp: Resp,
+    head_only: bool,
+    close: bool,
+) -> io::Result<()> {
+    let (parts, mut full) = resp.into_parts();
+    // A `Full` body is one frame, ready at once.
+    let body = match poll_fn(|cx| Pin::new(&mut full).poll_frame(cx)).await {
+        Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
+    };
+    let send_body = !head_only && !body.is_empty();
+    let inline = send_body && body.len() <= INLINE_BODY;
+    let mut left: Option<(Vec<u8>, usize)> = None;
+    let mut first = true;
+    poll_fn(|cx| {
+        if std::mem::take(&mut first) {
+            let written = SCRATCH.with(|s| {
+                let mut out = s.borrow_mut();
+                out.clear();
+                codec::write_response_head(
+                    &mut out,
+                    parts.status,
+                    &parts.headers,
+                    body.len(),
+                    close,
+                );
+                if inline {
+                    out.extend_from_slice(&body);
+                }
+                let n = match Pin::new(&mut *io).poll_write(cx, &out) {
+                    Poll::Ready(Ok(0)) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                    Poll::Ready(Ok(n)) => n,
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => 0,
+                };
+                if n < out.len() {
+                    // What the socket did not take leaves the scratch buffer.
+                    left = Some((out[n..].to_vec(), 0));
+                }
+                Ok(())
+            });
+            written?;
+        }
+        let Some((rest, off)) = left.as_mut() else {
+            return Poll::Ready(Ok::<(), io::Error>(()));
+        };
+        while *off < rest.len() {
+            let n = ready!(Pin::new(&mut *io).poll_write(cx, &rest[*off..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *off += n;
+        }
+        Poll::Ready(Ok(()))
+    })
+    .await?;
+    if send_body && !inline {
+        io.write_all(&body).await?;
+    }
+    io.flush().await
+}
+
+/// Ends a connection after its last answer: no more writes, then what the client still
+/// sends is read and discarded for a moment (bounded), so that closing with unread
+/// input does not reset the connection before the client has read the answer.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let discard = async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, discard).await;
+}

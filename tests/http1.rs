@@ -1,0 +1,302 @@
+//! The HTTP/1.1 server (`h1`) over raw sockets on 127.0.0.1: pipelining, `100 Continue`
+//! only after the checks, connection reuse after rejects, HTTP/1.0, refused heads, large
+//! bodies read in pieces, and HEAD answers without a body.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SECRET: &str = "h1-test-secret";
+
+fn yaml(up: &Upstream) -> String {
+    format!(
+        r#"routes:
+  - name: expel
+    path: /hooks/expel
+    verify: {{ preset: expel, secrets: ["{SECRET}"] }}
+    rate_limit: off
+    max_body: 2MiB
+    upstream: http://{}/expel
+"#,
+        up.addr
+    )
+}
+
+fn signed_request(body: &[u8], extra: &str) -> Vec<u8> {
+    let mut out = format!(
+        "POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nExpel-Signature-256: {}\r\n{extra}Content-Length: {}\r\n\r\n",
+        expel_sig(SECRET, body),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads one response (head and Content-Length body) from `s`, with `pending` holding
+/// bytes already read; returns the head's text and the body.
+async fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            let len = if head.starts_with("HTTP/1.1 100") {
+                0
+            } else {
+                len
+            };
+            if pending.len() >= end + 4 + len {
+                let body = pending[end + 4..end + 4 + len].to_vec();
+                pending.drain(..end + 4 + len);
+                return (head, body);
+            }
+        }
+        let n = tokio::time::timeout_at(deadline.into(), s.read(&mut buf))
+            .await
+            .expect("no response within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before a whole response: {pending:?}");
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// True if the server closes `s` within `wait` (after any bytes already sent).
+async fn closes(s: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml(&up), None).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let mut all = Vec::new();
+    for i in 0..3 {
+        all.extend(signed_request(format!("{{\"n\":{i}}}").as_bytes(), ""));
+    }
+    // A forged one in the middle of the stream, then a good one again.
+    all.extend(
+        format!(
+            "POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nExpel-Signature-256: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+            expel_sig("wrong", b"{}")
+        )
+        .into_bytes(),
+    );
+    all.extend(signed_request(b"{\"n\":4}", ""));
+    s.write_all(&all).await.unwrap();
+    let mut pending = Vec::new();
+    for want in ["200", "200", "200", "406", "200"] {
+        let (head, _) = read_response(&mut s, &mut pending).await;
+        assert!(head.starts_with(&format!("HTTP/1.1 {want}")), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+    }
+    let bodies: Vec<Vec<u8>> = up.received().into_iter().map(|r| r.body.to_vec()).collect();
+    assert_eq!(
+        bodies,
+        [&b"{\"n\":0}"[..], b"{\"n\":1}", b"{\"n\":2}", b"{\"n\":4}"]
+    );
+}
+
+#[tokio::test]
+async fn continue_is_sent_only_after_the_checks_pass() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml(&up), None).await;
+    let body = br#"{"alert":"expect"}"#;
+    let req = signed_request(body, "Expect: 100-continue\r\n");
+    let head_len = req.len() - body.len();
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(&req[..head_len]).await.unwrap();
+    let mut pending = Vec::new();
+    let (interim, _) = read_response(&mut s, &mut pending).await;
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
+    s.write_all(body).await.unwrap();
+    let (fin, _) = read_response(&mut s, &mut pending).await;
+    assert!(fin.starts_with("HTTP/1.1 200"), "{fin}");
+    assert_eq!(up.received()[0].body, &body[..]);
+
+    // Declared over max_body: 413 at once, no 100, and the connection ends.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 5000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut pending = Vec::new();
+    let (fin, body) = read_response(&mut s, &mut pending).await;
+    assert!(fin.starts_with("HTTP/1.1 413"), "{fin}");
+    assert!(fin.contains("connection: close"), "{fin}");
+    assert_eq!(body, b"body_too_large\n");
+    assert!(closes(&mut s, Duration::from_secs(3)).await);
+
+    // An unknown route: 404, no 100.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /nowhere HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (fin, _) = read_response(&mut s, &mut Vec::new()).await;
+    assert!(fin.starts_with("HTTP/1.1 404"), "{fin}");
+    assert_eq!(up.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_reject_keeps_the_connection_only_if_the_body_is_in_hand() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml(&up), None).await;
+    // Whole body sent: the 404 leaves the connection usable.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /nowhere HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    let (head, body) = read_response(&mut s, &mut pending).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert_eq!(body, b"unknown_route\n");
+    s.write_all(&signed_request(b"{\"after\":404}", ""))
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut s, &mut pending).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    // Body still on its way: the answer says close, and the connection ends, so that
+    // the rest of that body is never read as a request.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /nowhere HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nGET / HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    let (head, _) = read_response(&mut s, &mut pending).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(closes(&mut s, Duration::from_secs(4)).await);
+    assert_eq!(up.received().len(), 1);
+}
+
+#[tokio::test]
+async fn refused_heads_get_400_and_the_connection_ends() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml(&up), None).await;
+    for (raw_req, reason) in [
+        (
+            &b"POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nContent-Length: +2\r\n\r\n{}"[..],
+            "invalid_content_length",
+        ),
+        (
+            b"POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nX: a\rb\r\n\r\n",
+            "invalid_request",
+        ),
+        (
+            b"POST /hooks/expel HTTP/3.0\r\nHost: localhost\r\n\r\n",
+            "invalid_request",
+        ),
+        (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            "invalid_request",
+        ),
+    ] {
+        let answer = raw(gw.addr, raw_req, Duration::from_secs(3)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+        assert!(answer.contains("connection: close"), "{answer:?}");
+        assert!(
+            answer.ends_with(&format!("\r\n\r\n{reason}\n")),
+            "{answer:?}"
+        );
+    }
+    assert!(up.received().is_empty());
+}
+
+#[tokio::test]
+async fn http10_closes_unless_it_asks_for_keep_alive() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml(&up), None).await;
+    let body = b"{\"v\":\"1.0\"}";
+    let req = |extra: &str| {
+        let mut r = String::from_utf8(signed_request(body, extra)).unwrap();
+        r = r.replacen("HTTP/1.1", "HTTP/1.0", 1);
+        r.into_bytes()
+    };
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(&req("")).await.unwrap();
+    let (head, _) = read_response(&mut s, &mut Vec::new()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(closes(&mut s, Duration::from_secs(3)).await);
+
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let mut pending = Vec::new();
+    for _ in 0..2 {
+        s.write_all(&req("Connection: keep-alive\r\n"))
+            .await
+            .unwrap();
+        let (head, _) = read_response(&mut s, &mut pending).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+    }
+    assert_eq!(up.received().len(), 3);
+}
+
+#[tokio::test]
+async fn a_large_body_sent_in_pieces_arrives_whole() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml(&up), None).await;
+    let body: Vec<u8> = (0..1_500_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let req = signed_request(&body, "");
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    for piece in req.chunks(100_003) {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (head, _) = read_response(&mut s, &mut Vec::new()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let got = up.received();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].body == body, "the body changed on the way");
+}
+
+#[tokio::test]
+async fn head_requests_get_a_head_and_no_body() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml(&up), None).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"HEAD /hooks/expel HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    // The 405 announces its length but sends no body: the next answer follows at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout_at(deadline.into(), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        pending.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&pending).into_owned();
+    assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+    assert!(text.contains("content-length: 19"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "a body followed: {text:?}");
+    s.write_all(&signed_request(b"{}", "")).await.unwrap();
+    pending.clear();
+    let (head, _) = read_response(&mut s, &mut pending).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
