@@ -270,6 +270,9 @@ enum Proto {
     Http2,
 }
 
+/// Each protocol's connection future is boxed where it is chosen, so that a connection
+/// holds the state of the one it speaks, not the largest of them (plain or TLS, HTTP/1
+/// or HTTP/2, the handshake): that state is most of an idle connection's memory.
 async fn connection(
     shared: Arc<Shared>,
     generation: Arc<Generation>,
@@ -295,12 +298,16 @@ async fn connection(
                 io::Error::new(io::ErrorKind::TimedOut, "no request within header_timeout")
             })??;
         return match proto {
-            Proto::Http1 => serve_h1(&generation, ctx, stream).await,
-            Proto::Http2 => serve_h2(&generation, ctx, stream).await,
+            Proto::Http1 => Box::pin(serve_h1(&generation, ctx, stream)).await,
+            Proto::Http2 => Box::pin(serve_h2(&generation, ctx, stream)).await,
         };
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
-    let handshake = tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await;
+    let handshake = Box::pin(tokio::time::timeout(
+        tls.handshake_timeout,
+        acceptor.accept(stream),
+    ))
+    .await;
     let stream = match handshake {
         Ok(Ok(s)) => s,
         failed => {
@@ -322,8 +329,8 @@ async fn connection(
     // The head deadline restarts after the handshake, which had its own.
     ctx.track.reset_head();
     match proto {
-        Proto::Http1 => serve_h1(&generation, ctx, stream).await,
-        Proto::Http2 => serve_h2(&generation, ctx, stream).await,
+        Proto::Http1 => Box::pin(serve_h1(&generation, ctx, stream)).await,
+        Proto::Http2 => Box::pin(serve_h2(&generation, ctx, stream)).await,
     }
 }
 

@@ -159,9 +159,11 @@ where
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers;
         let gateway = ctx.gateway();
-        let resp = gateway
-            .handle(req, ctx.peer, &ctx.peer_text, ConnInfo { tls: ctx.tls })
-            .await;
+        // Boxed: the handler's state (several KiB) exists while a request runs, not for
+        // as long as the connection is open.
+        let resp =
+            Box::pin(gateway.handle(req, ctx.peer, &ctx.peer_text, ConnInfo { tls: ctx.tls }))
+                .await;
         // The next request starts after this one's body: read to its end, or in hand.
         let body_done = matches!(input.body, BodyState::Done | BodyState::Ready(_));
         input.body = BodyState::Done;
@@ -433,7 +435,7 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
         return;
     }
     let discard = async {
-        let mut sink = [0u8; 4096];
+        let mut sink = vec![0u8; 4096];
         let mut total = 0;
         while total < LINGER_BYTES {
             match io.read(&mut sink).await {
