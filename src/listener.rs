@@ -292,11 +292,13 @@ async fn connection(
     };
     let Some(tls) = &generation.tls else {
         let deadline = tokio::time::Instant::now() + limits.header_timeout;
-        let proto = tokio::time::timeout_at(deadline, sniff(&stream))
-            .await
-            .map_err(|_| {
-                io::Error::new(io::ErrorKind::TimedOut, "no request within header_timeout")
-            })??;
+        let sniffed = tokio::time::timeout_at(deadline, sniff(&stream));
+        let Some(proto) = unless_draining(&ctx.shared, sniffed).await else {
+            return Ok(()); // a drain began before the first request
+        };
+        let proto = proto.map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, "no request within header_timeout")
+        })??;
         return match proto {
             Proto::Http1 => Box::pin(serve_h1(&generation, ctx, stream)).await,
             Proto::Http2 => Box::pin(serve_h2(&generation, ctx, stream)).await,
@@ -306,8 +308,10 @@ async fn connection(
     let handshake = Box::pin(tokio::time::timeout(
         tls.handshake_timeout,
         acceptor.accept(stream),
-    ))
-    .await;
+    ));
+    let Some(handshake) = unless_draining(&ctx.shared, handshake).await else {
+        return Ok(());
+    };
     let stream = match handshake {
         Ok(Ok(s)) => s,
         failed => {
@@ -331,6 +335,16 @@ async fn connection(
     match proto {
         Proto::Http1 => Box::pin(serve_h1(&generation, ctx, stream)).await,
         Proto::Http2 => Box::pin(serve_h2(&generation, ctx, stream)).await,
+    }
+}
+
+/// `fut`'s output, or `None` if a drain begins first: a connection that has not sent a
+/// request yet is closed at once.
+async fn unless_draining<F: Future>(shared: &Shared, fut: F) -> Option<F::Output> {
+    let mut shutdown = shared.shutdown.subscribe();
+    tokio::select! {
+        out = fut => Some(out),
+        _ = shutdown.wait_for(|stop| *stop) => None,
     }
 }
 

@@ -44,7 +44,8 @@ pub struct AccessLog {
     pub reason: &'static str,
     pub upstream_status: Option<StatusCode>,
     pub bytes: usize,
-    /// The trace context sent upstream (W3C `traceparent`).
+    /// The trace context: the one sent upstream (W3C `traceparent`) for a delivery that
+    /// went on, else the sender's, if any.
     pub traceparent: Option<HeaderValue>,
     /// The head could not be parsed: method and path are logged as `-`.
     pub unparsed: bool,

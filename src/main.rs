@@ -31,16 +31,14 @@ fn main() -> ExitCode {
                 }
             };
             let _guard = hookgate::log::init(args.log_format, &args.log_level);
-            // One worker is one thread that does everything: a current-thread runtime
-            // skips the work-stealing machinery and its cross-thread wake-ups.
-            let mut builder = if cfg.workers == 1 {
-                tokio::runtime::Builder::new_current_thread()
-            } else {
-                let mut b = tokio::runtime::Builder::new_multi_thread();
-                b.worker_threads(cfg.workers);
-                b
-            };
-            let runtime = match builder.enable_all().build() {
+            // Thread per core: this thread is the first worker (and runs the admin API,
+            // reloads and queued delivery); `server::run_with` starts the others, each
+            // with its own current-thread runtime accepting from the same socket. No
+            // work stealing, no cross-thread wake-ups on the request path.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the runtime");

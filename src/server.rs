@@ -258,14 +258,11 @@ impl Gateway {
     {
         let start = Instant::now();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let mut req = req;
         let request_id = self.ids.take(req.headers().get(X_REQUEST_ID));
-        // W3C trace context: keep the sender's trace, make this hop its own span.
-        let traceparent = crate::trace::next_hop(req.headers().get(crate::trace::TRACEPARENT));
-        req.headers_mut()
-            .insert(crate::trace::TRACEPARENT, traceparent.clone());
         let mut log = AccessLog::new(peer.ip(), req.method().clone(), req.uri().clone());
-        log.traceparent = Some(traceparent);
+        // The sender's trace context; this hop's span is made only for a delivery that
+        // goes on (forwarded or queued), see `continue_trace`.
+        log.traceparent = req.headers().get(crate::trace::TRACEPARENT).cloned();
         let result = self
             .handle_inner(req, peer, peer_text, conn, &request_id, &mut log)
             .await;
@@ -378,7 +375,7 @@ impl Gateway {
         let declared = req.body().size_hint().exact();
         body::check_declared_size(declared, route.max_body)?;
 
-        let (parts, incoming) = req.into_parts();
+        let (mut parts, incoming) = req.into_parts();
         // A small body usually arrived with the head: read it without arming a timer,
         // and only if it has not, wait for the rest under the body deadline.
         let mut reading = std::pin::pin!(body::read_body(incoming, route.max_body, declared));
@@ -455,6 +452,7 @@ impl Gateway {
             _ => None,
         };
 
+        continue_trace(&mut parts.headers, log);
         if route.delivery == crate::config::Delivery::Queued {
             return self
                 .enqueue(
@@ -670,6 +668,15 @@ pub fn reject_response(reject: Reject, reject_status: StatusCode) -> Resp {
     resp
 }
 
+/// W3C trace context for a delivery that goes on: the sender's trace continued (or a new
+/// one started) with this hop as a new span, sent upstream (or stored with a queued
+/// delivery) and logged.
+fn continue_trace(headers: &mut http::HeaderMap, log: &mut AccessLog) {
+    let next = crate::trace::next_hop(headers.get(crate::trace::TRACEPARENT));
+    headers.insert(crate::trace::TRACEPARENT, next.clone());
+    log.traceparent = Some(next);
+}
+
 /// The body of a reject: its reason code and a newline, as static bytes.
 pub(crate) fn reason_body(reject: Reject) -> &'static [u8] {
     macro_rules! line {
@@ -819,6 +826,7 @@ pub async fn run_with(
         })
     };
     let grace = config.shutdown_grace;
+    let config_workers = config.workers;
     let deliverer = queue.clone().map(|q| {
         let retain = config.store.as_ref().map(|s| s.retain).unwrap_or_default();
         tokio::spawn(q.run(shared.clone(), retain))
@@ -832,7 +840,21 @@ pub async fn run_with(
             health.set_ready(false);
         }
     };
-    crate::listener::accept_loop(shared.clone(), listeners.public, stopping).await;
+    // Workers 2..n: a thread each, with its own event loop, accepting from the same
+    // listening socket; this task is worker 1 and also runs everything else.
+    let (stop_workers, stopped) = tokio::sync::watch::channel(false);
+    let (public, workers) =
+        match spawn_workers(&shared, listeners.public, config_workers, grace, &stopped) {
+            Ok(started) => started,
+            Err(e) => {
+                return ServeReport {
+                    cut: 0,
+                    error: Some(format!("cannot start the worker threads: {e}")),
+                }
+            }
+        };
+    crate::listener::accept_loop(shared.clone(), public, stopping).await;
+    stop_workers.send_replace(true);
     reloader.abort();
     let in_flight = || shared.current().gateway.in_flight();
     tracing::info!(
@@ -853,6 +875,9 @@ pub async fn run_with(
         }
     };
     pruner.abort();
+    for w in workers {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
     // Attempts in progress are cut: their rows stay pending and go again next start.
     if let Some(d) = deliverer {
         d.abort();
@@ -861,6 +886,61 @@ pub async fn run_with(
         a.abort();
     }
     ServeReport { cut, error: None }
+}
+
+/// Starts `workers - 1` threads, each with a current-thread runtime that accepts from a
+/// clone of `listener` and runs the connections it accepted: thread-per-core, without
+/// work stealing or cross-thread wake-ups on the request path. Each stops accepting when
+/// `stop` says so (or its sender is gone), lets its connections drain for `grace`, and
+/// ends. Returns the listener for the calling task's own accept loop.
+fn spawn_workers(
+    shared: &Arc<crate::listener::Shared>,
+    listener: TcpListener,
+    workers: usize,
+    grace: Duration,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<(TcpListener, Vec<std::thread::JoinHandle<()>>)> {
+    if workers <= 1 {
+        return Ok((listener, Vec::new()));
+    }
+    let listener = listener.into_std()?;
+    let mut threads = Vec::with_capacity(workers - 1);
+    for index in 1..workers {
+        let socket = listener.try_clone()?;
+        let shared = shared.clone();
+        let mut stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("hookgate-worker-{index}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(worker = index, error = %e, "cannot start a worker's runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    crate::upstream::set_worker(index);
+                    let listener = match TcpListener::from_std(socket) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(worker = index, error = %e, "worker cannot listen");
+                            return;
+                        }
+                    };
+                    let stopping = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    crate::listener::accept_loop(shared.clone(), listener, stopping).await;
+                    let _ = tokio::time::timeout(grace, shared.conns.all_closed()).await;
+                });
+            })?;
+        threads.push(thread);
+    }
+    Ok((TcpListener::from_std(listener)?, threads))
 }
 
 #[cfg(test)]

@@ -134,13 +134,35 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// Idle lists per pool: one per worker thread (a worker's index modulo this).
+const IDLE_LISTS: usize = 16;
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as worker `index`: its requests reuse the idle connections
+/// it opened, which its own event loop drives (see [`Pool`]).
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+fn idle_list() -> usize {
+    WORKER.with(|w| w.get()) % IDLE_LISTS
+}
+
 /// Connections to one upstream: the idle ones (most recently used last), and a permit
 /// per open connection so that no more than `max_per_host` are open at once.
+///
+/// Each worker thread keeps its own idle list: a connection is registered with the
+/// event loop of the thread that opened it, and reusing it on another would make every
+/// read a cross-thread wake-up. A worker that finds no idle connection of its own and no
+/// permit closes another worker's idle one to free its permit, rather than wait for it.
 pub struct Pool {
     authority: Authority,
     /// Set for an https upstream.
     tls: Option<ClientTls>,
-    idle: Mutex<Vec<Conn>>,
+    idle: [Mutex<Vec<Conn>>; IDLE_LISTS],
     settings: PoolSettings,
     permits: Arc<Semaphore>,
     /// The number of permits `permits` started with.
@@ -206,7 +228,7 @@ impl Pool {
         Pool {
             authority,
             tls,
-            idle: Mutex::new(Vec::new()),
+            idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
             settings,
             permits: Arc::new(Semaphore::new(limit)),
             limit,
@@ -214,9 +236,12 @@ impl Pool {
         }
     }
 
-    /// Number of idle connections kept.
+    /// Number of idle connections kept (all workers).
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+        self.idle
+            .iter()
+            .map(|l| l.lock().map(|v| v.len()).unwrap_or(0))
+            .sum()
     }
 
     /// Number of connections open now, idle or busy.
@@ -226,7 +251,7 @@ impl Pool {
 
     /// Expired connections met on the way are dropped, which frees their permits.
     fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.idle[idle_list()].lock().ok()?;
         while let Some(conn) = idle.pop() {
             if conn.idle_since.elapsed() < self.settings.idle_timeout {
                 return Some(conn);
@@ -240,7 +265,7 @@ impl Pool {
             return;
         }
         conn.idle_since = Instant::now();
-        if let Ok(mut idle) = self.idle.lock() {
+        if let Ok(mut idle) = self.idle[idle_list()].lock() {
             if idle.len() >= self.settings.max_idle_per_host {
                 // Drop the coldest one.
                 idle.remove(0);
@@ -256,10 +281,34 @@ impl Pool {
         if let Some(conn) = self.checkout() {
             return Ok(Slot::Idle(conn));
         }
-        match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => Ok(Slot::Fresh(permit)),
-            Err(_) => self.wait_for_slot().await,
+        match self.try_permit() {
+            Some(permit) => Ok(Slot::Fresh(permit)),
+            None => self.wait_for_slot().await,
         }
+    }
+
+    /// A permit if one is free, or can be freed by closing another worker's idle
+    /// connection.
+    fn try_permit(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Some(permit);
+        }
+        let mine = idle_list();
+        for (i, list) in self.idle.iter().enumerate() {
+            if i == mine {
+                continue;
+            }
+            // Dropped outside the lock; dropping it gives its permit back.
+            let foreign = list
+                .lock()
+                .ok()
+                .and_then(|mut l| (!l.is_empty()).then(|| l.remove(0)));
+            if let Some(conn) = foreign {
+                drop(conn);
+                return Arc::clone(&self.permits).try_acquire_owned().ok();
+            }
+        }
+        None
     }
 
     async fn wait_for_slot(&self) -> Result<Slot, Reject> {
@@ -271,6 +320,9 @@ impl Pool {
             returned.as_mut().enable();
             if let Some(conn) = self.checkout() {
                 return Ok(Slot::Idle(conn));
+            }
+            if let Some(permit) = self.try_permit() {
+                return Ok(Slot::Fresh(permit));
             }
             tokio::select! {
                 biased;
@@ -1233,6 +1285,61 @@ mod tests {
         // The second took the first's connection when it went idle.
         assert_eq!(accepted, 1);
         assert_eq!((pool.open_count(), pool.idle_count()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_worker_reuses_its_own_idle_connections_and_frees_another_workers() {
+        let (auth, accepted, _) = slow_upstream(Duration::ZERO).await;
+        let pool = Arc::new(Pool::new(auth.clone(), limited(1, 4)));
+        let body = Bytes::from_static(b"data");
+        // Worker 0 (this thread) opens the only connection the pool allows; it goes idle.
+        assert_eq!(
+            send(&pool, req(&auth, "/a"), &body, LONG)
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!((pool.open_count(), pool.idle_count()), (1, 1));
+        // Worker 1, on its own thread and event loop: no idle connection of its own and
+        // no permit, so it closes worker 0's idle one and opens its own, without waiting.
+        let (p, a) = (pool.clone(), auth.clone());
+        // Joined off this event loop, which runs the upstream meanwhile.
+        let worker = std::thread::spawn(move || {
+            set_worker(1);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let started = Instant::now();
+                let status = send(&p, req(&a, "/b"), &Bytes::from_static(b"data"), LONG)
+                    .await
+                    .unwrap()
+                    .status();
+                assert!(started.elapsed() < Duration::from_secs(2), "it waited");
+                // Its next request reuses its own connection.
+                send(&p, req(&a, "/c"), &Bytes::from_static(b"data"), LONG)
+                    .await
+                    .unwrap();
+                status
+            })
+        });
+        let status = tokio::task::spawn_blocking(move || worker.join().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!((pool.open_count(), pool.idle_count()), (1, 1));
+        // That idle connection is worker 1's: worker 0 now frees it in turn.
+        assert_eq!(
+            send(&pool, req(&auth, "/d"), &body, LONG)
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

@@ -874,3 +874,64 @@ async fn chunked_bodies_arrive_whole_and_trailers_are_not_forwarded() {
     assert!(got[0].headers.get("x-trailer").is_none());
     assert!(got[0].headers.get("transfer-encoding").is_none());
 }
+
+fn signed_raw(sig: &str) -> Vec<u8> {
+    let mut req = format!(
+        "POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nExpel-Signature-256: {sig}\r\nContent-Length: {}\r\n\r\n",
+        BODY.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(BODY);
+    req
+}
+
+#[tokio::test]
+async fn several_workers_share_the_listener_and_drain_together() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(
+        &format!("workers: 4\nshutdown_grace: 20s\n{}", route_yaml(&up)),
+        None,
+    )
+    .await;
+    let sig = expel_sig(SECRET, BODY);
+    let mut clients = Vec::new();
+    for _ in 0..24 {
+        let (addr, sig) = (gw.addr, sig.clone());
+        clients.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let mut ok = 0;
+            for _ in 0..5 {
+                s.write_all(&signed_raw(&sig)).await.unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !got.ends_with(b"{\"ok\":true}") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+                    got.extend_from_slice(&buf[..n]);
+                }
+                ok += usize::from(got.starts_with(b"HTTP/1.1 200"));
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for c in clients {
+        ok += c.await.unwrap();
+    }
+    assert_eq!(ok, 120);
+    assert_eq!(up.received().len(), 120);
+    // Connections left open, one idle after a request and one that never sent a byte:
+    // the drain closes both at once, whichever worker holds them (not after the 20 s
+    // grace, nor the 10 s header timeout), and every worker thread ends.
+    let mut idle = TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(&signed_raw(&sig)).await.unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(idle.read(&mut buf).await.unwrap() > 0);
+    let _silent = TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = tokio::time::timeout(Duration::from_secs(5), gw.stop())
+        .await
+        .expect("the drain did not end");
+    assert_eq!(report.cut, 0);
+    assert!(report.error.is_none());
+}

@@ -103,7 +103,8 @@ pub fn parse_head(
     let uri =
         Uri::from_maybe_shared(buf.slice_ref(target.as_bytes())).map_err(|_| HeadError::Invalid)?;
 
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    // Room for the fields the gateway adds before forwarding (traceparent).
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 1);
     let mut content_length: Option<u64> = None;
     let mut lengths = 0usize;
     let mut codings = 0usize;
