@@ -744,9 +744,11 @@ pub struct Listeners {
 
 /// Binds the config's addresses.
 pub async fn bind(config: &Config) -> Result<Listeners, String> {
-    let public = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let public = match config.workers {
+        1 => TcpListener::bind(config.listen).await,
+        _ => reuseport_listener(config.listen),
+    }
+    .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let admin = match config.admin_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -888,11 +890,50 @@ pub async fn run_with(
     ServeReport { cut, error: None }
 }
 
-/// Starts `workers - 1` threads, each with a current-thread runtime that accepts from a
-/// clone of `listener` and runs the connections it accepted: thread-per-core, without
-/// work stealing or cross-thread wake-ups on the request path. Each stops accepting when
-/// `stop` says so (or its sender is gone), lets its connections drain for `grace`, and
-/// ends. Returns the listener for the calling task's own accept loop.
+/// A listening socket with `SO_REUSEPORT`, so that each worker can bind its own to the
+/// same address and the kernel spreads new connections over them (by a hash of the
+/// addresses: evenly, where one shared socket lets the worker that wakes first take a
+/// burst of connections). Only sockets of the same user join the group.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// A worker's listening socket: its own in the `SO_REUSEPORT` group of `listener` if
+/// `listener` was bound with it (by [`bind`] for more than one worker), else a duplicate
+/// of `listener`'s descriptor, which the workers then share.
+fn worker_listener(listener: &TcpListener) -> std::io::Result<std::net::TcpListener> {
+    let addr = listener.local_addr()?;
+    #[cfg(unix)]
+    if let Ok(own) = reuseport_listener(addr).and_then(|l| l.into_std()) {
+        return Ok(own);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let dup = listener.as_fd().try_clone_to_owned()?;
+        let shared = std::net::TcpListener::from(dup);
+        shared.set_nonblocking(true)?;
+        Ok(shared)
+    }
+    #[cfg(not(unix))]
+    Err(std::io::Error::other(format!(
+        "more than one worker needs a Unix socket API (listening on {addr})"
+    )))
+}
+
+/// Starts `workers - 1` threads, each with a current-thread runtime that accepts from its
+/// own socket ([`worker_listener`]) and runs the connections it accepted: thread per
+/// core, without work stealing or cross-thread wake-ups on the request path. Each stops
+/// accepting when `stop` says so (or its sender is gone), lets its connections drain for
+/// `grace`, and ends. Returns the listener for the calling task's own accept loop.
 fn spawn_workers(
     shared: &Arc<crate::listener::Shared>,
     listener: TcpListener,
@@ -903,10 +944,9 @@ fn spawn_workers(
     if workers <= 1 {
         return Ok((listener, Vec::new()));
     }
-    let listener = listener.into_std()?;
     let mut threads = Vec::with_capacity(workers - 1);
     for index in 1..workers {
-        let socket = listener.try_clone()?;
+        let socket = worker_listener(&listener)?;
         let shared = shared.clone();
         let mut stop = stop.clone();
         let thread = std::thread::Builder::new()
@@ -940,13 +980,47 @@ fn spawn_workers(
             })?;
         threads.push(thread);
     }
-    Ok((TcpListener::from_std(listener)?, threads))
+    Ok((listener, threads))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::verify::VerifyError;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn each_worker_gets_its_own_socket_and_the_kernel_spreads_connections() {
+        let main = reuseport_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = main.local_addr().unwrap();
+        let own = TcpListener::from_std(worker_listener(&main).unwrap()).unwrap();
+        assert_eq!(own.local_addr().unwrap(), addr);
+        let mut clients = Vec::new();
+        for _ in 0..64 {
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let (mut a, mut b) = (0, 0);
+        for _ in 0..64 {
+            tokio::select! {
+                r = main.accept() => { r.unwrap(); a += 1; }
+                r = own.accept() => { r.unwrap(); b += 1; }
+            }
+        }
+        // By the hash of 64 client ports, both sockets get some (all 64 to one: 2^-63).
+        assert!(a > 0 && b > 0, "{a} / {b}");
+        // A socket bound without SO_REUSEPORT (a test's, or one handed over): the
+        // workers share a duplicate of it.
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shared = TcpListener::from_std(worker_listener(&plain).unwrap()).unwrap();
+        assert_eq!(shared.local_addr().unwrap(), plain.local_addr().unwrap());
+        let _c = tokio::net::TcpStream::connect(plain.local_addr().unwrap())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), shared.accept())
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     #[test]
     fn a_reloaded_gateway_keeps_the_state_of_unchanged_routes() {
