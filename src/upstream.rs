@@ -739,22 +739,11 @@ async fn read_body(
     }
 }
 
-/// An incremental decoder of the chunked transfer coding.
+/// The chunked transfer coding of a response: the request side's strict decoder
+/// ([`crate::h1::codec::Chunked`]), with the body collected into `out` under the response
+/// size limit.
 #[derive(Debug, Default)]
-pub(crate) struct Chunked {
-    /// Bytes left in the current chunk's data (plus its CRLF once data is done).
-    remaining: usize,
-    state: ChunkState,
-}
-
-#[derive(Debug, Default, PartialEq, Eq)]
-enum ChunkState {
-    #[default]
-    Size,
-    Data,
-    DataEnd,
-    Trailers,
-}
+pub(crate) struct Chunked(crate::h1::codec::Chunked);
 
 impl Chunked {
     /// Consumes what it can of `buf` into `out`; `Ok(true)` once the message is complete.
@@ -763,91 +752,27 @@ impl Chunked {
         buf: &mut BytesMut,
         out: &mut BytesMut,
     ) -> Result<bool, Malformed> {
+        use crate::h1::codec::Chunk;
         loop {
-            match self.state {
-                ChunkState::Size => {
-                    // The same limit whether the line arrived whole or in pieces.
-                    if find_crlf(buf).is_some_and(|eol| eol > 1024) {
+            let step = self.0.decode(buf).map_err(|_| Malformed)?;
+            // A chunk that would take the body over the limit is refused as soon as its
+            // size is known.
+            let announced = self.0.chunk_left().saturating_add(out.len() as u64);
+            if announced > MAX_UPSTREAM_RESPONSE as u64 {
+                return Err(Malformed);
+            }
+            match step {
+                Chunk::Data(data) => {
+                    if out.len() + data.len() > MAX_UPSTREAM_RESPONSE {
                         return Err(Malformed);
                     }
-                    // A line of the limit's length may still await its LF: limit + 1.
-                    let Some(eol) = find_crlf(buf) else {
-                        return if buf.len() > 1024 + 1 {
-                            Err(Malformed)
-                        } else {
-                            Ok(false)
-                        };
-                    };
-                    let line = &buf[..eol];
-                    let size_part = line.split(|&b| b == b';').next().unwrap_or(b"");
-                    let size_text = std::str::from_utf8(size_part)
-                        .map_err(|_| Malformed)?
-                        .trim();
-                    // Only hex digits: from_str_radix would also take a sign ("+5").
-                    if size_text.is_empty()
-                        || size_text.len() > 8
-                        || !size_text.bytes().all(|b| b.is_ascii_hexdigit())
-                    {
-                        return Err(Malformed);
-                    }
-                    let size = usize::from_str_radix(size_text, 16).map_err(|_| Malformed)?;
-                    buf.advance(eol + 2);
-                    if size == 0 {
-                        self.state = ChunkState::Trailers;
-                    } else {
-                        if out.len() + size > MAX_UPSTREAM_RESPONSE {
-                            return Err(Malformed);
-                        }
-                        self.remaining = size;
-                        self.state = ChunkState::Data;
-                    }
+                    out.extend_from_slice(&data);
                 }
-                ChunkState::Data => {
-                    if buf.is_empty() {
-                        return Ok(false);
-                    }
-                    let take = self.remaining.min(buf.len());
-                    out.extend_from_slice(&buf[..take]);
-                    buf.advance(take);
-                    self.remaining -= take;
-                    if self.remaining == 0 {
-                        self.state = ChunkState::DataEnd;
-                    }
-                }
-                ChunkState::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(false);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(Malformed);
-                    }
-                    buf.advance(2);
-                    self.state = ChunkState::Size;
-                }
-                ChunkState::Trailers => {
-                    // Trailer fields are dropped; the message ends at an empty line.
-                    if find_crlf(buf).is_some_and(|eol| eol > 16 * 1024) {
-                        return Err(Malformed);
-                    }
-                    let Some(eol) = find_crlf(buf) else {
-                        return if buf.len() > 16 * 1024 + 1 {
-                            Err(Malformed)
-                        } else {
-                            Ok(false)
-                        };
-                    };
-                    buf.advance(eol + 2);
-                    if eol == 0 {
-                        return Ok(true);
-                    }
-                }
+                Chunk::NeedMore => return Ok(false),
+                Chunk::End => return Ok(true),
             }
         }
     }
-}
-
-fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
 }
 
 /// One pool per upstream and TLS setting, shared by the routes that forward there.

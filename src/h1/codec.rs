@@ -241,6 +241,14 @@ impl Chunked {
         self.state == ChunkState::Done
     }
 
+    /// Data bytes of the current chunk not yet decoded (0 between chunks).
+    pub fn chunk_left(&self) -> u64 {
+        match self.state {
+            ChunkState::Data => self.size,
+            _ => 0,
+        }
+    }
+
     /// Decodes from the front of `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Chunk, ChunkError> {
         use ChunkState::*;
