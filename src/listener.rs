@@ -33,6 +33,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -446,6 +447,10 @@ where
 }
 
 /// Polls a connection to its end, under the watchdog and the shutdown signal.
+///
+/// The watchdog's timer and the shutdown signal are polled only when one of them woke
+/// the task ([`SideWake`]), not on every read and write of the connection: polling the
+/// shutdown signal takes a lock shared by every connection of every worker.
 async fn drive<C, E>(
     conn: C,
     ctx: &ConnCtx,
@@ -458,27 +463,49 @@ where
     E: IntoIo,
 {
     tokio::pin!(conn);
-    let mut shutdown = ctx.shared.shutdown.subscribe();
+    let mut stop = ctx.shared.shutdown.subscribe();
+    let shutdown = stop.wait_for(|stop| *stop);
+    tokio::pin!(shutdown);
     let watchdog = watchdog(&ctx.track, limits, proto);
     tokio::pin!(watchdog);
+    let side = Arc::new(SideWake {
+        woken: AtomicBool::new(true),
+        task: Mutex::new(None),
+    });
+    let side_waker = std::task::Waker::from(side.clone());
     let mut closing = false;
     loop {
-        tokio::select! {
-            biased;
-            done = conn.as_mut() => return done.map_err(IntoIo::into_io),
-            expiry = watchdog.as_mut(), if !closing => match expiry {
-                // Nothing is in progress: close at once (HTTP/2 says GOAWAY first).
-                Expiry::Idle if proto == Proto::Http2 => {
-                    graceful(conn.as_mut());
-                    closing = true;
-                }
-                Expiry::Idle => return Ok(()),
-                Expiry::Head => {
-                    tracing::debug!(peer = %ctx.peer, "request head not complete within header_timeout");
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "header_timeout"));
-                }
-            },
-            _ = shutdown.wait_for(|stop| *stop), if !closing => {
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Event::Done(done));
+            }
+            if closing || !side.woken.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            side.follow(cx.waker());
+            let mut side_cx = Context::from_waker(&side_waker);
+            if let Poll::Ready(expiry) = watchdog.as_mut().poll(&mut side_cx) {
+                return Poll::Ready(Event::Expired(expiry));
+            }
+            if shutdown.as_mut().poll(&mut side_cx).is_ready() {
+                return Poll::Ready(Event::Shutdown);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Done(done) => return done.map_err(IntoIo::into_io),
+            // Nothing is in progress: close at once (HTTP/2 says GOAWAY first).
+            Event::Expired(Expiry::Idle) if proto == Proto::Http2 => {
+                graceful(conn.as_mut());
+                closing = true;
+            }
+            Event::Expired(Expiry::Idle) => return Ok(()),
+            Event::Expired(Expiry::Head) => {
+                tracing::debug!(peer = %ctx.peer, "request head not complete within header_timeout");
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "header_timeout"));
+            }
+            Event::Shutdown => {
                 graceful(conn.as_mut());
                 closing = true;
                 // An HTTP/1 connection waiting for its next request closes at once.
@@ -486,6 +513,45 @@ where
                     return Ok(());
                 }
             }
+        }
+    }
+}
+
+/// What ended a wait in [`drive`].
+enum Event<T> {
+    Done(T),
+    Expired(Expiry),
+    Shutdown,
+}
+
+/// The waker given to a connection's watchdog and shutdown signal: notes that one of
+/// them fired, then wakes the connection's task.
+struct SideWake {
+    woken: AtomicBool,
+    task: Mutex<Option<std::task::Waker>>,
+}
+
+impl SideWake {
+    /// Keeps the task's current waker (the same one for a task's whole life in tokio,
+    /// so this rarely clones).
+    fn follow(&self, waker: &std::task::Waker) {
+        let mut task = self.task.lock().unwrap_or_else(|p| p.into_inner());
+        if !task.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *task = Some(waker.clone());
+        }
+    }
+}
+
+impl std::task::Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = task.as_ref() {
+            w.wake_by_ref();
         }
     }
 }
