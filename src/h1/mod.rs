@@ -55,9 +55,6 @@ const INLINE_BODY: usize = 16 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 
-/// A body that is still arriving is read in steps of at most this many bytes.
-const BODY_STEP: usize = 256 * 1024;
-
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// A connection's input: the stream, bytes read but not yet used, and the body of the
@@ -276,17 +273,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Input<S> {
                 BodyState::Length { total, acc } => {
                     let total = *total;
                     let acc = acc.get_or_insert_with(|| {
-                        // What came with the head, then the rest read after it, never
-                        // past the declared length (the handler checked it against the
-                        // route's max_body before asking). Memory grows with what
-                        // arrives, not with what is announced.
-                        let mut a = BytesMut::with_capacity(total.min(BODY_STEP));
+                        // What came with the head, then the rest read after it into the
+                        // same allocation, never past the declared length (the handler
+                        // checked it against the route's max_body before asking). Pages
+                        // of the allocation are only resident once data is read into
+                        // them, so a client that announces much and sends little costs
+                        // what it sent.
+                        let mut a = BytesMut::with_capacity(total);
                         a.extend_from_slice(&self.buf.split());
                         a
                     });
                     while acc.len() < total {
                         let want = total - acc.len();
-                        acc.reserve(want.min(BODY_STEP));
                         let mut limited = (&mut *acc).limit(want);
                         let n = ready!(tokio_util::io::poll_read_buf(
                             Pin::new(&mut self.io),
