@@ -584,9 +584,13 @@ pub(crate) struct Malformed;
 /// dropped. Pure, so it is tested without a socket. Requests are always POSTs, so a
 /// response to HEAD never needs framing here.
 pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, Malformed> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let len = match parsed.parse(buf).map_err(|_| Malformed)? {
+    // Uninitialised slots: zeroing them would cost a few KiB of stores per read.
+    let mut slots = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut parsed, buf, &mut slots)
+        .map_err(|_| Malformed)?
+    {
         httparse::Status::Partial => return Ok(Parsed::Partial),
         httparse::Status::Complete(len) => len,
     };
