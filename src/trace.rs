@@ -3,8 +3,6 @@
 //! gets the result, and the access log shows the trace id.
 
 use http::HeaderValue;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -57,20 +55,42 @@ pub(crate) fn write_hex(out: &mut [u8], mut v: u64) {
     }
 }
 
-/// Unpredictable enough for ids (SipHash of a per-process random key and a counter);
-/// not for secrets.
+/// Unpredictable enough for ids, not for secrets: wyrand over a per-thread state seeded
+/// from the OS-seeded `RandomState` (two multiplies per id; this runs for every
+/// delivery that goes on).
 fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = KEY.get_or_init(Default::default).build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.finish()
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(u64::from(std::process::id()));
+            h.finish()
+        });
+    }
+    STATE.with(|state| {
+        let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
+        state.set(s);
+        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        (t as u64) ^ ((t >> 64) as u64)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn span_ids_do_not_repeat_within_or_across_threads() {
+        let mut seen: std::collections::HashSet<u64> = (0..10_000).map(|_| random_u64()).collect();
+        assert_eq!(seen.len(), 10_000);
+        let other: Vec<u64> = std::thread::spawn(|| (0..1000).map(|_| random_u64()).collect())
+            .join()
+            .unwrap();
+        for v in other {
+            assert!(seen.insert(v), "another thread repeated an id");
+        }
+    }
 
     const SENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
