@@ -52,7 +52,11 @@ fn dechunk(input: &[u8], sizes: &[usize]) -> Outcome {
         if fed == input.len() {
             return Outcome::Incomplete(out);
         }
-        let size = sizes.get(i % sizes.len().max(1)).copied().unwrap_or(1).max(1);
+        let size = sizes
+            .get(i % sizes.len().max(1))
+            .copied()
+            .unwrap_or(1)
+            .max(1);
         i += 1;
         let take = size.min(input.len() - fed);
         buf.extend_from_slice(&input[fed..fed + take]);
@@ -88,8 +92,16 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let check = hookgate::pipeline::framing::check(head.version, &head.uri, &head.headers);
-        let lengths = head.headers.get_all(http::header::CONTENT_LENGTH).iter().count();
-        let codings = head.headers.get_all(http::header::TRANSFER_ENCODING).iter().count();
+        let lengths = head
+            .headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .count();
+        let codings = head
+            .headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .count();
         if lengths + codings > 1 || (codings == 1 && head.framing != Framing::Chunked) {
             assert!(check.is_err(), "ambiguous framing passed the check");
             assert!(!head.keep_alive);
@@ -101,7 +113,11 @@ fuzz_target!(|data: &[u8]| {
                 .unwrap()
                 .parse()
                 .unwrap();
-            let want = if v == 0 { Framing::Empty } else { Framing::Length(v) };
+            let want = if v == 0 {
+                Framing::Empty
+            } else {
+                Framing::Length(v)
+            };
             assert_eq!(head.framing, want);
         }
     }
@@ -114,6 +130,10 @@ fuzz_target!(|data: &[u8]| {
     if body.len() < 4096 {
         assert_eq!(dechunk(body, &[1]), whole, "byte by byte");
     }
-    let sizes: Vec<usize> = input.iter().take(16).map(|&b| b as usize % 97 + 1).collect();
+    let sizes: Vec<usize> = input
+        .iter()
+        .take(16)
+        .map(|&b| b as usize % 97 + 1)
+        .collect();
     assert_eq!(dechunk(body, &sizes), whole, "pieces {sizes:?}");
 });
