@@ -96,23 +96,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG as u8);
                 }
             };
-            match cli::sign(
+            print_outcome(cli::sign(
                 &cfg,
                 &route,
                 &body,
                 print,
                 url.as_deref(),
                 private_key.as_deref(),
-            ) {
-                Ok(out) => {
-                    print!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err((msg, code)) => {
-                    eprint!("{msg}");
-                    ExitCode::from(code as u8)
-                }
-            }
+            ))
         }
         Command::Sink {
             listen,

@@ -120,12 +120,8 @@ struct RequestIds {
 
 impl RequestIds {
     fn new() -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        // RandomState is seeded from the OS; good enough for unique, unguessable-ish ids.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(std::process::id() as u64);
         RequestIds {
-            prefix: h.finish(),
+            prefix: crate::trace::random_u64(),
             next: AtomicU64::new(1),
         }
     }
@@ -319,9 +315,8 @@ impl Gateway {
         let mut log = AccessLog::new(peer.ip(), http::Method::default(), Uri::from_static("*"));
         log.unparsed = true;
         log.reject(reject);
+        // The HTTP/1 loop closes the connection after this answer, and says so.
         let mut resp = reject_response(reject, StatusCode::BAD_REQUEST);
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
         log.emit(None, &request_id, resp.status(), Duration::ZERO);
         crate::metrics::global().request(

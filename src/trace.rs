@@ -58,7 +58,7 @@ pub(crate) fn write_hex(out: &mut [u8], mut v: u64) {
 /// Unpredictable enough for ids, not for secrets: wyrand over a per-thread state seeded
 /// from the OS-seeded `RandomState` (two multiplies per id; this runs for every
 /// delivery that goes on).
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::cell::Cell;
     thread_local! {
         static STATE: Cell<u64> = Cell::new({

@@ -435,16 +435,7 @@ pub mod date {
         let days = secs / 86_400;
         let rem = secs % 86_400;
         let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (year, month, day) = civil_from_days(days as i64);
         let mut out = [0u8; 29];
         out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
         out[3..5].copy_from_slice(b", ");
@@ -463,6 +454,20 @@ pub mod date {
         two(&mut out[23..25], s);
         out[25..].copy_from_slice(b" GMT");
         out
+    }
+
+    /// `(year, month, day)` of a day counted from 1970-01-01 (Howard Hinnant's
+    /// civil-from-days algorithm), for any day before or after the epoch.
+    pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        (yoe + era * 400 + i64::from(month <= 2), month, day)
     }
 
     fn two(out: &mut [u8], n: u64) {
