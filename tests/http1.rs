@@ -12,28 +12,18 @@ use tokio::net::TcpStream;
 const SECRET: &str = "h1-test-secret";
 
 fn yaml(up: &Upstream) -> String {
-    format!(
-        r#"routes:
-  - name: expel
-    path: /hooks/expel
-    verify: {{ preset: expel, secrets: ["{SECRET}"] }}
-    rate_limit: off
-    max_body: 2MiB
-    upstream: http://{}/expel
-"#,
-        up.addr
-    )
+    let route = expel_route(
+        "expel",
+        "/hooks/expel",
+        SECRET,
+        &up.url("/expel"),
+        "    max_body: 2MiB\n",
+    );
+    format!("routes:\n{route}")
 }
 
 fn signed_request(body: &[u8], extra: &str) -> Vec<u8> {
-    let mut out = format!(
-        "POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nExpel-Signature-256: {}\r\n{extra}Content-Length: {}\r\n\r\n",
-        expel_sig(SECRET, body),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
+    expel_request(SECRET, body, extra)
 }
 
 /// Reads one response (head and Content-Length body) from `s`, with `pending` holding
@@ -66,19 +56,6 @@ async fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec
             .unwrap();
         assert!(n > 0, "closed before a whole response: {pending:?}");
         pending.extend_from_slice(&buf[..n]);
-    }
-}
-
-/// True if the server closes `s` within `wait` (after any bytes already sent).
-async fn closes(s: &mut TcpStream, wait: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = Instant::now() + wait;
-    loop {
-        match tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => {}
-            Err(_) => return false,
-        }
     }
 }
 
@@ -143,7 +120,10 @@ async fn continue_is_sent_only_after_the_checks_pass() {
     assert!(fin.starts_with("HTTP/1.1 413"), "{fin}");
     assert!(fin.contains("connection: close"), "{fin}");
     assert_eq!(body, b"body_too_large\n");
-    assert!(closes(&mut s, Duration::from_secs(3)).await);
+    assert!(until_closed(&mut s, Duration::from_secs(3))
+        .await
+        .1
+        .is_some());
 
     // An unknown route: 404, no 100.
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
@@ -186,7 +166,10 @@ async fn a_reject_keeps_the_connection_only_if_the_body_is_in_hand() {
     let (head, _) = read_response(&mut s, &mut pending).await;
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     assert!(head.contains("connection: close"), "{head}");
-    assert!(closes(&mut s, Duration::from_secs(4)).await);
+    assert!(until_closed(&mut s, Duration::from_secs(4))
+        .await
+        .1
+        .is_some());
     assert_eq!(up.received().len(), 1);
 }
 
@@ -238,7 +221,10 @@ async fn http10_closes_unless_it_asks_for_keep_alive() {
     let (head, _) = read_response(&mut s, &mut Vec::new()).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("connection: close"), "{head}");
-    assert!(closes(&mut s, Duration::from_secs(3)).await);
+    assert!(until_closed(&mut s, Duration::from_secs(3))
+        .await
+        .1
+        .is_some());
 
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     let mut pending = Vec::new();

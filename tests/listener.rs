@@ -19,16 +19,8 @@ const SECRET: &str = "listener-test-secret";
 const BODY: &[u8] = br#"{"alert":"listener test"}"#;
 
 fn route_yaml(upstream: &Upstream) -> String {
-    format!(
-        r#"routes:
-  - name: expel
-    path: /hooks/expel
-    verify: {{ preset: expel, secrets: ["{SECRET}"] }}
-    rate_limit: off
-    upstream: http://{}/expel
-"#,
-        upstream.addr
-    )
+    let route = expel_route("expel", "/hooks/expel", SECRET, &upstream.url("/expel"), "");
+    format!("routes:\n{route}")
 }
 
 fn signed(addr: SocketAddr, version: Version) -> Request<Full<Bytes>> {
@@ -407,22 +399,6 @@ routes:
         "the rotated secret never took"
     );
     assert_eq!(status(addr, "/hooks/other", &sig).await, 406);
-}
-
-/// Reads until the server closes the connection; returns what arrived and when it closed.
-async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Option<Duration>) {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at((start + limit).into(), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                return (String::from_utf8_lossy(&out).into(), Some(start.elapsed()))
-            }
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => return (String::from_utf8_lossy(&out).into(), None),
-        }
-    }
 }
 
 async fn hygiene_gateway(limits: &str, tls: Option<&str>) -> (Upstream, Gateway, Option<TempDir>) {
@@ -875,16 +851,6 @@ async fn chunked_bodies_arrive_whole_and_trailers_are_not_forwarded() {
     assert!(got[0].headers.get("transfer-encoding").is_none());
 }
 
-fn signed_raw(sig: &str) -> Vec<u8> {
-    let mut req = format!(
-        "POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nExpel-Signature-256: {sig}\r\nContent-Length: {}\r\n\r\n",
-        BODY.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(BODY);
-    req
-}
-
 #[tokio::test]
 async fn several_workers_share_the_listener_and_drain_together() {
     let up = Upstream::start().await;
@@ -893,15 +859,14 @@ async fn several_workers_share_the_listener_and_drain_together() {
         None,
     )
     .await;
-    let sig = expel_sig(SECRET, BODY);
     let mut clients = Vec::new();
     for _ in 0..24 {
-        let (addr, sig) = (gw.addr, sig.clone());
+        let addr = gw.addr;
         clients.push(tokio::spawn(async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             let mut ok = 0;
             for _ in 0..5 {
-                s.write_all(&signed_raw(&sig)).await.unwrap();
+                s.write_all(&expel_request(SECRET, BODY, "")).await.unwrap();
                 let mut got = Vec::new();
                 let mut buf = [0u8; 1024];
                 while !got.ends_with(b"{\"ok\":true}") {
@@ -924,7 +889,9 @@ async fn several_workers_share_the_listener_and_drain_together() {
     // the drain closes both at once, whichever worker holds them (not after the 20 s
     // grace, nor the 10 s header timeout), and every worker thread ends.
     let mut idle = TcpStream::connect(gw.addr).await.unwrap();
-    idle.write_all(&signed_raw(&sig)).await.unwrap();
+    idle.write_all(&expel_request(SECRET, BODY, ""))
+        .await
+        .unwrap();
     let mut buf = [0u8; 1024];
     assert!(idle.read(&mut buf).await.unwrap() > 0);
     let _silent = TcpStream::connect(gw.addr).await.unwrap();

@@ -9,16 +9,8 @@ const SECRET: &str = "observability-secret";
 #[tokio::test]
 async fn metrics_count_outcomes_by_route_and_reason_and_traces_reach_the_upstream() {
     let up = Upstream::start().await;
-    let yaml = format!(
-        r#"routes:
-  - name: observed
-    path: /hooks/observed
-    verify: {{ preset: expel, secrets: ["{SECRET}"] }}
-    rate_limit: off
-    upstream: http://{}/in
-"#,
-        up.addr
-    );
+    let route = expel_route("observed", "/hooks/observed", SECRET, &up.url("/in"), "");
+    let yaml = format!("routes:\n{route}");
     let gw = Gateway::start(&yaml, None).await;
     let body = br#"{"n":1}"#;
     let sig = expel_sig(SECRET, body);

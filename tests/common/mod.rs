@@ -10,7 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -254,6 +254,44 @@ pub async fn read_for(stream: &mut TcpStream, wait: Duration) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One route item (for a `routes:` list) that verifies Expel signatures made with
+/// `secret`, has no rate limit and forwards to `upstream` (a URL); `extra` is more
+/// `key: value` lines of the route, each ending in a newline.
+pub fn expel_route(name: &str, path: &str, secret: &str, upstream: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    path: {path}\n    verify: {{ preset: expel, secrets: [\"{secret}\"] }}\n    rate_limit: off\n{extra}    upstream: {upstream}\n"
+    )
+}
+
+/// The raw bytes of an HTTP/1.1 POST of `body` to `/hooks/expel`, Expel-signed with
+/// `secret`; `extra` is more header lines, each ending in CRLF.
+pub fn expel_request(secret: &str, body: &[u8], extra: &str) -> Vec<u8> {
+    let mut out = format!(
+        "POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nExpel-Signature-256: {}\r\n{extra}Content-Length: {}\r\n\r\n",
+        expel_sig(secret, body),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads until the server closes the connection; returns what arrived and when it closed.
+pub async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Option<Duration>) {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((start + limit).into(), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return (String::from_utf8_lossy(&out).into(), Some(start.elapsed()))
+            }
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).into(), None),
+        }
+    }
 }
 
 /// Hex HMAC-SHA256, computed independently of hookgate's verifier.
