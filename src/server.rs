@@ -287,10 +287,16 @@ impl Gateway {
                 resp
             }
         };
-        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+        self.finish(&mut resp, &log, request_id, start.elapsed());
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        resp
+    }
+
+    /// Every answer's last step: its request id, its access line, its metrics.
+    fn finish(&self, resp: &mut Resp, log: &AccessLog, request_id: HeaderValue, took: Duration) {
         let route_name = log.route_index.map(|i| self.routes[i].route.name.as_str());
-        let took = start.elapsed();
         log.emit(route_name, &request_id, resp.status(), took);
+        resp.headers_mut().insert(X_REQUEST_ID, request_id);
         match log.route_index {
             Some(i) => self.routes[i]
                 .metrics
@@ -302,8 +308,6 @@ impl Gateway {
                 took,
             ),
         }
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        resp
     }
 
     /// A request head the HTTP/1 codec refused (not HTTP/1.x, a bad Content-Length,
@@ -317,14 +321,7 @@ impl Gateway {
         log.reject(reject);
         // The HTTP/1 loop closes the connection after this answer, and says so.
         let mut resp = reject_response(reject, StatusCode::BAD_REQUEST);
-        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
-        log.emit(None, &request_id, resp.status(), Duration::ZERO);
-        crate::metrics::global().request(
-            &crate::metrics::no_route(),
-            log.outcome,
-            log.reason,
-            Duration::ZERO,
-        );
+        self.finish(&mut resp, &log, request_id, Duration::ZERO);
         resp
     }
 
