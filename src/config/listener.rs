@@ -252,11 +252,12 @@ pub(super) fn read_limits(top: &mut MapReader<'_>, errs: &mut Errors) -> Limits 
             *slot = d;
         }
     }
-    // hyper refuses a head buffer under 8 KiB (it panics); 1 MiB is far beyond any sender.
+    // Under 8 KiB would refuse ordinary senders' heads; 1 MiB is far beyond any sender.
     if let Some(v) = size(&mut m, "max_header_bytes", errs, 8192, 1 << 20) {
         l.max_header_bytes = v as usize;
     }
-    if let Some(v) = count(&mut m, "max_headers", errs, 1, 1000) {
+    let most = crate::h1::codec::MAX_HEADERS as u64;
+    if let Some(v) = count(&mut m, "max_headers", errs, 1, most) {
         l.max_headers = v as usize;
     }
     if let Some(v) = count(&mut m, "h2_max_concurrent_streams", errs, 1, 1000) {

@@ -20,8 +20,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
 use std::mem::MaybeUninit;
 
-/// The most header fields a head may carry, whatever the config says (the config caps
-/// `limits.max_headers` at 1,000 too).
+/// The most header fields a head may carry: the upper bound of `limits.max_headers`.
 pub const MAX_HEADERS: usize = 1000;
 
 /// How the request body is framed.
