@@ -1,5 +1,5 @@
 //! The cost of each request-pipeline stage, through the library's public functions, in
-//! the order the server runs them: route, method, client IP, allowlist, rate limit,
+//! the order the server runs them: the HTTP/1 head, route, method, client IP, allowlist, rate limit,
 //! declared size, verification, and the forward's header rewrite and upstream path.
 //!
 //! The body read (`pipeline::body::read_body`) is async and driven by a hyper body, and
@@ -285,8 +285,38 @@ fn bench_forward(c: &mut Criterion) {
     g.finish();
 }
 
+/// The HTTP/1 request head as wrk sends it in bench/run.py (post.lua), and a fuller
+/// delivery head: parsed into the gateway's request head (method, target, fields,
+/// framing), the first thing every request costs.
+fn bench_parse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("parse");
+    let sig = "sha256=e2eaca8e48b341792c2696fc98f4147b61f70eafeef16515714ace7543c45d39";
+    let wrk = format!(
+        "POST /hooks/expel HTTP/1.1\r\nHost: 127.0.0.1:9100\r\nContent-Length: 1682\r\n\
+         Content-Type: application/json\r\nExpel-Signature-256: {sig}\r\n\
+         X-Hub-Signature-256: {sig}\r\n\r\n"
+    );
+    let mut full = String::from("POST /hooks/expel HTTP/1.1\r\n");
+    for (k, v) in &delivery_headers(sig) {
+        full.push_str(&format!("{k}: {}\r\n", v.to_str().expect("ASCII")));
+    }
+    full.push_str("\r\n");
+    for (name, head) in [("wrk_6_fields", wrk), ("delivery_11_fields", full)] {
+        let head = bytes::Bytes::from(head);
+        let parsed = hookgate::h1::codec::parse_head(&head, 65536, 100)
+            .expect("valid head")
+            .expect("complete head");
+        assert_eq!(parsed.len, head.len());
+        g.bench_function(name, |b| {
+            b.iter(|| hookgate::h1::codec::parse_head(black_box(&head), 65536, 100))
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_parse,
     bench_route,
     bench_method,
     bench_client_ip,
