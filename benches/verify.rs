@@ -13,6 +13,7 @@
 //! Run: `cargo bench --bench verify` (short: `cargo bench --bench verify -- --quick`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use hookgate::fields::Fields;
 use hookgate::verify::hmac::{
     Algorithm, Encoding, HmacScheme, HmacSpec, Request, TimeUnit, TimestampSource, TimestampSpec,
 };
@@ -25,7 +26,7 @@ use std::hint::black_box;
 /// One verification of a POST, as the gateway makes it.
 fn verify(
     scheme: &HmacScheme,
-    headers: &HeaderMap,
+    headers: &Fields,
     body: &[u8],
     now_unix: i64,
 ) -> Result<(), VerifyError> {
@@ -69,7 +70,7 @@ fn custom_scheme(algorithm: Algorithm, encoding: Encoding) -> HmacScheme {
 }
 
 /// The headers a sender's delivery typically carries, plus `extra`.
-fn headers(extra: &[(&str, &str)]) -> HeaderMap {
+fn headers(extra: &[(&str, &str)]) -> Fields {
     let mut h = HeaderMap::new();
     h.insert("host", HeaderValue::from_static("hooks.example.com"));
     h.insert("user-agent", HeaderValue::from_static("Expel-Webhooks/1.0"));
@@ -82,12 +83,12 @@ fn headers(extra: &[(&str, &str)]) -> HeaderMap {
             HeaderValue::from_str(value).expect("valid header value"),
         );
     }
-    h
+    Fields::from(&h)
 }
 
 /// Headers carrying a correct signature for `body` (and the timestamp, for the
 /// timestamped scheme).
-fn signed_headers(scheme: &HmacScheme, body: &[u8], timestamp: &str) -> HeaderMap {
+fn signed_headers(scheme: &HmacScheme, body: &[u8], timestamp: &str) -> Fields {
     let id = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
     let value = scheme.sign_value(body, timestamp.as_bytes(), id.as_bytes());
     let mut extra = vec![(scheme.spec.header.as_str(), value.as_str())];

@@ -5,8 +5,9 @@
 //! [`crate::upstream`].
 
 use crate::config::Upstream;
+use crate::fields::Fields;
 use crate::pipeline::Reject;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use std::borrow::Cow;
 
@@ -17,8 +18,9 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Whether a field describes one hop rather than the message (RFC 9110 §7.6.1):
 /// Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade and every Proxy-*.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    match name.as_str() {
+/// `name` is in lower case, as `HeaderName` and [`Fields`] keep names.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    match name {
         "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade" => true,
         other => other.starts_with("proxy-"),
     }
@@ -26,9 +28,9 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// The field names a message's Connection header lists (hop-by-hop by declaration).
 /// Most requests have none, so this allocates nothing unless there is one.
-pub fn connection_listed(headers: &HeaderMap) -> Vec<&str> {
+pub fn connection_listed(headers: &Fields) -> Vec<&str> {
     let mut listed = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
+    for value in headers.get_all(&header::CONNECTION) {
         if let Ok(text) = value.to_str() {
             listed.extend(text.split(',').map(str::trim).filter(|t| !t.is_empty()));
         }
@@ -51,6 +53,9 @@ pub struct ForwardInfo<'a> {
     pub verified: &'a HeaderValue,
     pub upstream_host: &'a HeaderValue,
     pub body_len: usize,
+    /// This hop's trace context, sent in place of the sender's; `None` sends the
+    /// fields as they are (a stored delivery's already hold it).
+    pub traceparent: Option<&'a str>,
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -85,7 +90,7 @@ pub fn write_upstream_head(
     out: &mut Vec<u8>,
     method: &Method,
     path: &str,
-    headers: &HeaderMap,
+    headers: &Fields,
     info: &ForwardInfo<'_>,
 ) {
     out.clear();
@@ -99,14 +104,15 @@ pub fn write_upstream_head(
     let mut kept_host = false;
     let mut chain_started = false;
     let mut chain: Vec<u8> = Vec::new();
-    for (name, value) in headers {
+    for (name, value) in headers.iter() {
         if is_hop_by_hop(name)
             || name == header::HOST
             || name == header::CONTENT_LENGTH
             || name == header::EXPECT
             || name == X_REQUEST_ID
-            || name.as_str().starts_with("x-hookgate-")
-            || listed.iter().any(|l| l.eq_ignore_ascii_case(name.as_str()))
+            || name.starts_with("x-hookgate-")
+            || (info.traceparent.is_some() && name == crate::trace::TRACEPARENT)
+            || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
         {
             continue;
         }
@@ -130,7 +136,7 @@ pub fn write_upstream_head(
                 kept_host = true;
             }
         }
-        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+        push_field(out, name.as_bytes(), value.as_bytes());
     }
 
     push_field(out, b"host", info.upstream_host.as_bytes());
@@ -153,6 +159,9 @@ pub fn write_upstream_head(
     push_field(out, b"x-request-id", info.request_id.as_bytes());
     push_field(out, b"x-hookgate-route", info.route.as_bytes());
     push_field(out, b"x-hookgate-verified", info.verified.as_bytes());
+    if let Some(trace) = info.traceparent {
+        push_field(out, b"traceparent", trace.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -189,6 +198,7 @@ pub fn map_upstream_status(status: StatusCode) -> Result<StatusCode, Reject> {
 mod tests {
     use super::*;
     use crate::config::parse_upstream;
+    use http::HeaderMap;
 
     fn hv(s: &str) -> HeaderValue {
         HeaderValue::from_str(s).unwrap()
@@ -201,6 +211,16 @@ mod tests {
         trusted: bool,
         original_host: Option<&[u8]>,
     ) -> Vec<(String, String)> {
+        forwarded_with(h, peer, trusted, original_host, None)
+    }
+
+    fn forwarded_with(
+        h: &HeaderMap,
+        peer: &str,
+        trusted: bool,
+        original_host: Option<&[u8]>,
+        traceparent: Option<&str>,
+    ) -> Vec<(String, String)> {
         let vals = [hv("req-1"), hv("expel"), hv("expel"), hv("127.0.0.1:9000")];
         let info = ForwardInfo {
             peer,
@@ -212,9 +232,10 @@ mod tests {
             verified: &vals[2],
             upstream_host: &vals[3],
             body_len: 42,
+            traceparent,
         };
         let mut out = Vec::new();
-        write_upstream_head(&mut out, &Method::POST, "/in?a=1", h, &info);
+        write_upstream_head(&mut out, &Method::POST, "/in?a=1", &Fields::from(h), &info);
         let mut slots = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut slots);
         assert_eq!(
@@ -298,6 +319,24 @@ mod tests {
     }
 
     #[test]
+    fn this_hops_trace_context_replaces_the_senders() {
+        const OURS: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+        let mut h = sample();
+        h.append(
+            crate::trace::TRACEPARENT,
+            hv("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let f = forwarded_with(&h, "198.51.100.7", false, None, Some(OURS));
+        assert_eq!(all(&f, "traceparent"), [OURS]);
+        // A stored delivery's fields already hold this hop's: sent as they are.
+        let f = forwarded_with(&h, "198.51.100.7", false, None, None);
+        assert_eq!(
+            all(&f, "traceparent"),
+            ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]
+        );
+    }
+
+    #[test]
     fn forwarded_fields_from_an_untrusted_peer_are_replaced() {
         let f = forwarded(&sample(), "198.51.100.7", false, Some(b"hooks.example.com"));
         assert_eq!(all(&f, "x-forwarded-for"), ["198.51.100.7"]);
@@ -331,13 +370,14 @@ mod tests {
             "proxy-authorization",
             "proxy-x",
         ] {
-            assert!(is_hop_by_hop(&HeaderName::from_static(n)), "{n}");
+            assert!(is_hop_by_hop(n), "{n}");
         }
         for n in ["content-type", "x-proxy", "trailers", "expel-signature-256"] {
-            assert!(!is_hop_by_hop(&HeaderName::from_static(n)), "{n}");
+            assert!(!is_hop_by_hop(n), "{n}");
         }
-        assert!(connection_listed(&HeaderMap::new()).is_empty());
-        assert_eq!(connection_listed(&sample()), ["keep-alive", "X-Secret-Hop"]);
+        assert!(connection_listed(&Fields::default()).is_empty());
+        let sample = Fields::from(&sample());
+        assert_eq!(connection_listed(&sample), ["keep-alive", "X-Secret-Hop"]);
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! preset. The decisions are pure functions of the request; the server sends what they
 //! return.
 
+use crate::fields::Fields;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Method, StatusCode};
+use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 /// One kind of handshake.
@@ -190,7 +191,7 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 pub struct Incoming<'a> {
     pub method: &'a Method,
     pub query: Option<&'a str>,
-    pub headers: &'a HeaderMap,
+    pub headers: &'a Fields,
     pub body: &'a [u8],
     /// The route's `verify.verify_token` (Meta), if configured.
     pub verify_token: Option<&'a str>,
@@ -228,10 +229,10 @@ pub fn before_verify(kinds: &[Kind], req: &Incoming<'_>) -> Option<Probe> {
             Kind::CloudEventsOptions if req.method == Method::OPTIONS => {
                 req.headers.get("webhook-request-origin").map(|origin| {
                     let mut a = text(kind, Bytes::new());
-                    a.headers.push((
-                        HeaderName::from_static("webhook-allowed-origin"),
-                        origin.clone(),
-                    ));
+                    if let Some(origin) = origin.to_header_value() {
+                        a.headers
+                            .push((HeaderName::from_static("webhook-allowed-origin"), origin));
+                    }
                     a.headers.push((
                         HeaderName::from_static("webhook-allowed-rate"),
                         HeaderValue::from_static("*"),
@@ -254,8 +255,10 @@ pub fn before_verify(kinds: &[Kind], req: &Incoming<'_>) -> Option<Probe> {
             Kind::AsanaHookSecret if req.method == Method::POST => {
                 req.headers.get("x-hook-secret").map(|secret| {
                     let mut a = text(kind, Bytes::new());
-                    a.headers
-                        .push((HeaderName::from_static("x-hook-secret"), secret.clone()));
+                    if let Some(echo) = secret.to_header_value() {
+                        a.headers
+                            .push((HeaderName::from_static("x-hook-secret"), echo));
+                    }
                     Probe::LearnSecret(secret.as_bytes().to_vec(), a)
                 })
             }
@@ -268,7 +271,7 @@ pub fn before_verify(kinds: &[Kind], req: &Incoming<'_>) -> Option<Probe> {
     None
 }
 
-fn is_azure_validation(headers: &HeaderMap) -> bool {
+fn is_azure_validation(headers: &Fields) -> bool {
     headers
         .get("aeg-event-type")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"SubscriptionValidation"))
@@ -379,7 +382,7 @@ mod tests {
     fn req<'a>(
         method: &'a Method,
         query: Option<&'a str>,
-        headers: &'a HeaderMap,
+        headers: &'a Fields,
         body: &'a [u8],
     ) -> Incoming<'a> {
         Incoming {
@@ -391,12 +394,8 @@ mod tests {
         }
     }
 
-    fn hm(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(v));
-        }
-        h
+    fn hm(pairs: &[(&'static str, &'static str)]) -> Fields {
+        Fields::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_bytes())))
     }
 
     fn answer_of(p: Option<Probe>) -> Answer {
@@ -408,7 +407,7 @@ mod tests {
 
     #[test]
     fn meta_checks_the_verify_token() {
-        let h = HeaderMap::new();
+        let h = Fields::default();
         let k = for_preset("meta");
         let ok = req(
             &Method::GET,
@@ -438,7 +437,7 @@ mod tests {
 
     #[test]
     fn dropbox_graph_trello_cloudevents() {
-        let h = HeaderMap::new();
+        let h = Fields::default();
         let a = answer_of(before_verify(
             for_preset("dropbox"),
             &req(&Method::GET, Some("challenge=CKKx%2BLX"), &h, b""),
@@ -518,7 +517,7 @@ mod tests {
 
     #[test]
     fn signed_handshakes() {
-        let h = HeaderMap::new();
+        let h = Fields::default();
         let mac = |v: &[u8]| format!("mac({})", String::from_utf8_lossy(v));
         let slack = br#"{"token":"Jhj5","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
         let a = after_verify(

@@ -25,6 +25,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod fields;
 pub mod forward;
 pub mod fuzzing;
 pub mod h1;

@@ -416,7 +416,9 @@ impl ConnCtx {
             let peer_text = peer_text.clone();
             async move {
                 let conn = crate::server::ConnInfo { tls };
-                let resp = gateway.handle(req, peer, &peer_text, conn).await;
+                let (head, body) = req.into_parts();
+                let head = crate::fields::RequestHead::from(head);
+                let resp = gateway.handle(head, body, peer, &peer_text, conn).await;
                 drop(busy);
                 Ok(resp)
             }

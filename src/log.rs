@@ -46,7 +46,7 @@ pub struct AccessLog {
     pub bytes: usize,
     /// The trace context: the one sent upstream (W3C `traceparent`) for a delivery that
     /// went on, else the sender's, if any.
-    pub traceparent: Option<HeaderValue>,
+    pub traceparent: Option<crate::trace::TraceParent>,
     /// The head could not be parsed: method and path are logged as `-`.
     pub unparsed: bool,
 }
@@ -104,8 +104,7 @@ impl AccessLog {
         let trace = self
             .traceparent
             .as_ref()
-            .and_then(|t| t.to_str().ok())
-            .and_then(crate::trace::trace_id)
+            .map(crate::trace::TraceParent::trace_id)
             .unwrap_or("-");
         tracing::info!(
             target: "access",

@@ -15,11 +15,13 @@
 //! the row id) and `X-Hookgate-Attempt`, since delivery is at least once.
 
 use crate::config::RetrySpec;
+use crate::fields::Fields;
 use crate::forward::{self, ForwardInfo};
 use crate::listener::Shared;
 use crate::pipeline::Reject;
 use crate::server::Gateway;
 use crate::store::{now_ms, Outcome, Store, Stored};
+use crate::trace::{TraceParent, TRACEPARENT};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -113,34 +115,36 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     v.parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// The header block stored with a delivery: `name: value\r\n` per field.
-pub fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
+/// The header block stored with a delivery: `name: value\r\n` per field, with this
+/// hop's `traceparent` in place of the sender's.
+pub fn encode_headers(headers: &Fields, trace: &TraceParent) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    for (k, v) in headers {
-        out.extend_from_slice(k.as_str().as_bytes());
+    let ours = [(TRACEPARENT, trace.as_str().as_bytes())];
+    let sent = headers
+        .iter()
+        .filter(|(k, _)| *k != TRACEPARENT)
+        .map(|(k, v)| (k, v.as_bytes()));
+    for (k, v) in sent.chain(ours) {
+        out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
     }
     out
 }
 
 /// The inverse of [`encode_headers`]; a field that does not parse is left out.
-pub fn decode_headers(block: &[u8]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for line in block.split(|&b| b == b'\n') {
+pub fn decode_headers(block: &[u8]) -> Fields {
+    let fields = block.split(|&b| b == b'\n').filter_map(|line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.windows(2).position(|w| w == b": ") else {
-            continue;
-        };
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(&line[..colon]),
-            HeaderValue::from_bytes(&line[colon + 2..]),
-        ) {
-            map.append(k, v);
+        let colon = line.windows(2).position(|w| w == b": ")?;
+        let (k, v) = (&line[..colon], &line[colon + 2..]);
+        match (HeaderName::from_bytes(k), HeaderValue::from_bytes(v)) {
+            (Ok(_), Ok(_)) => Some((std::str::from_utf8(k).ok()?, v)),
+            _ => None,
         }
-    }
-    map
+    });
+    Fields::from_pairs(fields)
 }
 
 /// The queue's runtime: the store, and a wake-up per route for new deliveries.
@@ -302,6 +306,7 @@ async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitt
         verified: &route.verifier.header_value,
         upstream_host: &route.upstream.host_header,
         body_len: d.body.len(),
+        traceparent: None,
     };
     let head = |out: &mut Vec<u8>| {
         forward::write_upstream_head(out, &http::Method::POST, &path, &headers, &info);
@@ -509,7 +514,22 @@ mod tests {
         h.append("x-multi", HeaderValue::from_static("a"));
         h.append("x-multi", HeaderValue::from_static("b: c"));
         h.append("x-bin", HeaderValue::from_bytes(b"\xfe\xff").unwrap());
-        assert_eq!(decode_headers(&encode_headers(&h)), h);
+        let trace = TraceParent::next_hop(None);
+        let sent = crate::fields::Fields::from(&h);
+        let back = decode_headers(&encode_headers(&sent, &trace));
+        let pairs = |f: &crate::fields::Fields| -> Vec<(String, Vec<u8>)> {
+            f.iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let mut want = pairs(&sent);
+        want.push(("traceparent".into(), trace.as_str().as_bytes().to_vec()));
+        assert_eq!(pairs(&back), want);
+        // The sender's traceparent is replaced by this hop's, not kept beside it.
+        h.append(TRACEPARENT, HeaderValue::from_static("00-sender"));
+        let back = decode_headers(&encode_headers(&crate::fields::Fields::from(&h), &trace));
+        let traces: Vec<&[u8]> = back.get_all(TRACEPARENT).map(|v| v.as_bytes()).collect();
+        assert_eq!(traces, [trace.as_str().as_bytes()]);
         let mut ra = HeaderMap::new();
         ra.insert("retry-after", HeaderValue::from_static(" 7 "));
         assert_eq!(retry_after(&ra), Some(Duration::from_secs(7)));

@@ -6,6 +6,7 @@
 //! themselves are the business of [`crate::listener`], and reloads of [`crate::reload`].
 
 use crate::config::{Config, Route};
+use crate::fields::RequestHead;
 use crate::forward::{self, ForwardInfo, X_REQUEST_ID};
 use crate::handshake;
 use crate::log::AccessLog;
@@ -17,7 +18,7 @@ use crate::pipeline::{self, body, client_ip, Reject};
 use crate::upstream::{self, Pool};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Body;
 use std::future::Future;
@@ -126,11 +127,13 @@ impl RequestIds {
         }
     }
 
-    fn take(&self, sent: Option<&HeaderValue>) -> HeaderValue {
+    fn take(&self, sent: Option<crate::fields::Value<'_>>) -> HeaderValue {
         if let Some(v) = sent {
             let b = v.as_bytes();
             if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-                return v.clone();
+                if let Some(v) = v.to_header_value() {
+                    return v;
+                }
             }
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -244,7 +247,8 @@ impl Gateway {
     /// `peer_text` is the peer's address as text, rendered once per connection.
     pub async fn handle<B>(
         &self,
-        req: Request<B>,
+        req: RequestHead,
+        body: B,
         peer: SocketAddr,
         peer_text: &str,
         conn: ConnInfo,
@@ -254,13 +258,16 @@ impl Gateway {
     {
         let start = Instant::now();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let request_id = self.ids.take(req.headers().get(X_REQUEST_ID));
-        let mut log = AccessLog::new(peer.ip(), req.method().clone(), req.uri().clone());
+        let request_id = self.ids.take(req.fields.get(X_REQUEST_ID));
+        let mut log = AccessLog::new(peer.ip(), req.method.clone(), req.uri.clone());
         // The sender's trace context; this hop's span is made only for a delivery that
         // goes on (forwarded or queued), see `continue_trace`.
-        log.traceparent = req.headers().get(crate::trace::TRACEPARENT).cloned();
+        log.traceparent = req
+            .fields
+            .get(crate::trace::TRACEPARENT)
+            .and_then(|v| crate::trace::TraceParent::parse(v.as_bytes()));
         let result = self
-            .handle_inner(req, peer, peer_text, conn, &request_id, &mut log)
+            .handle_inner(req, body, peer, peer_text, conn, &request_id, &mut log)
             .await;
         let mut resp = match result {
             Ok(resp) => resp,
@@ -326,9 +333,11 @@ impl Gateway {
     }
 
     /// The stages, in order; the first failure ends the request.
+    #[allow(clippy::too_many_arguments)]
     async fn handle_inner<B>(
         &self,
-        req: Request<B>,
+        req: RequestHead,
+        incoming: B,
         peer: SocketAddr,
         peer_text: &str,
         conn: ConnInfo,
@@ -338,25 +347,25 @@ impl Gateway {
     where
         B: Body<Data = Bytes> + Unpin,
     {
-        pipeline::framing::check(req.version(), req.uri(), req.headers())
-            .map_err(Reject::Malformed)?;
-        let host = req.uri().host().or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        let idx = self.table.select(req.uri().path(), host)?;
+        pipeline::framing::check(req.version, &req.uri, &req.fields).map_err(Reject::Malformed)?;
+        let host = req
+            .uri
+            .host()
+            .or_else(|| req.fields.get(header::HOST).and_then(|h| h.to_str().ok()));
+        let idx = self.table.select(req.uri.path(), host)?;
         log.route_index = Some(idx);
         let state = &self.routes[idx];
         let route = &state.route;
 
-        if !handshake::allows_method(route.handshakes, req.method()) {
+        if !handshake::allows_method(route.handshakes, &req.method) {
             return Err(Reject::MethodNotAllowed);
         }
         let peer_trusted = !self.trusted.is_empty() && self.trusted.contains(peer.ip());
         let client = client_ip::client_ip(
             peer.ip(),
-            req.headers().get_all(forward::X_FORWARDED_FOR).iter(),
+            req.fields
+                .get_all(&forward::X_FORWARDED_FOR)
+                .map(crate::fields::Value::as_bytes),
             &self.trusted,
         );
         log.client_ip = client;
@@ -364,10 +373,10 @@ impl Gateway {
         if let Some(limiter) = &state.limiter {
             limiter.check(client)?;
         }
-        let declared = req.body().size_hint().exact();
+        let declared = incoming.size_hint().exact();
         body::check_declared_size(declared, route.max_body)?;
 
-        let (mut parts, incoming) = req.into_parts();
+        let parts = req;
         // A small body usually arrived with the head: read it without arming a timer,
         // and only if it has not, wait for the rest under the body deadline.
         let mut reading = std::pin::pin!(body::read_body(incoming, route.max_body, declared));
@@ -386,7 +395,7 @@ impl Gateway {
         };
         let verifier = learned.as_deref().unwrap_or(&route.verifier);
         let vreq = crate::verify::Request {
-            headers: &parts.headers,
+            headers: &parts.fields,
             body: &body,
             method: &parts.method,
             query: parts.uri.query(),
@@ -396,7 +405,7 @@ impl Gateway {
             let incoming = handshake::Incoming {
                 method: &parts.method,
                 query: parts.uri.query(),
-                headers: &parts.headers,
+                headers: &parts.fields,
                 body: &body,
                 verify_token: route.verify_token.as_deref(),
             };
@@ -437,14 +446,16 @@ impl Gateway {
         // Replay protection: a delivery id seen and accepted is answered here; one
         // in flight is refused for now; the ticket is settled when the forward ends.
         let ticket = match (&state.dedup, &route.dedup) {
-            (Some(store), Some(spec)) => match spec.id_from.extract(&parts.headers, &body) {
+            (Some(store), Some(spec)) => match spec.id_from.extract(&parts.fields, &body) {
                 Some(id) => Some(Ticket::take(store, &id, Instant::now())?),
                 None => None,
             },
             _ => None,
         };
 
-        continue_trace(&mut parts.headers, log);
+        // This hop's span, for a delivery that goes on (forwarded or queued).
+        let trace = crate::trace::TraceParent::next_hop(log.traceparent);
+        log.traceparent = Some(trace);
         if route.delivery == crate::config::Delivery::Queued {
             return self
                 .enqueue(
@@ -455,6 +466,7 @@ impl Gateway {
                     peer_trusted,
                     conn,
                     request_id,
+                    &trace,
                     ticket,
                     log,
                 )
@@ -463,7 +475,7 @@ impl Gateway {
 
         let path = forward::upstream_path(&route.upstream, parts.uri.query());
         // HTTP/2 carries the host in the URI's authority, not in a Host field.
-        let original_host = match parts.headers.get(header::HOST) {
+        let original_host = match parts.fields.get(header::HOST) {
             Some(h) => Some(h.as_bytes()),
             None => parts.uri.authority().map(|a| a.as_str().as_bytes()),
         };
@@ -477,9 +489,10 @@ impl Gateway {
             verified: &route.verifier.header_value,
             upstream_host: &route.upstream.host_header,
             body_len: body.len(),
+            traceparent: Some(trace.as_str()),
         };
         let head = |out: &mut Vec<u8>| {
-            forward::write_upstream_head(out, &parts.method, &path, &parts.headers, &info)
+            forward::write_upstream_head(out, &parts.method, &path, &parts.fields, &info)
         };
         let sent = upstream::send(&state.pool, head, &body, route.upstream_timeout).await;
         state
@@ -510,18 +523,19 @@ impl Gateway {
     async fn enqueue(
         &self,
         state: &RouteState,
-        parts: &http::request::Parts,
+        parts: &RequestHead,
         body: Bytes,
         peer_text: &str,
         peer_trusted: bool,
         conn: ConnInfo,
         request_id: &HeaderValue,
+        trace: &crate::trace::TraceParent,
         ticket: Option<Ticket>,
         log: &mut AccessLog,
     ) -> Result<Resp, Reject> {
         let queue = self.queue.as_ref().ok_or(Reject::StoreUnavailable)?;
         let route = &state.route;
-        let original_host = match parts.headers.get(header::HOST) {
+        let original_host = match parts.fields.get(header::HOST) {
             Some(h) => Some(h.as_bytes().to_vec()),
             None => parts
                 .uri
@@ -533,9 +547,9 @@ impl Gateway {
             delivery_id: route
                 .dedup
                 .as_ref()
-                .and_then(|d| d.id_from.extract(&parts.headers, &body)),
+                .and_then(|d| d.id_from.extract(&parts.fields, &body)),
             query: parts.uri.query().map(str::to_string),
-            headers: crate::queue::encode_headers(&parts.headers),
+            headers: crate::queue::encode_headers(&parts.fields, trace),
             peer: peer_text.to_string(),
             peer_trusted,
             tls: conn.tls,
@@ -658,15 +672,6 @@ pub fn reject_response(reject: Reject, reject_status: StatusCode) -> Resp {
         _ => {}
     }
     resp
-}
-
-/// W3C trace context for a delivery that goes on: the sender's trace continued (or a new
-/// one started) with this hop as a new span, sent upstream (or stored with a queued
-/// delivery) and logged.
-fn continue_trace(headers: &mut http::HeaderMap, log: &mut AccessLog) {
-    let next = crate::trace::next_hop(headers.get(crate::trace::TRACEPARENT));
-    headers.insert(crate::trace::TRACEPARENT, next.clone());
-    log.traceparent = Some(next);
 }
 
 /// The body of a reject: its reason code and a newline, as static bytes.
@@ -1053,16 +1058,15 @@ mod tests {
     #[test]
     fn request_ids_keep_a_sane_sent_id_and_make_one_otherwise() {
         let ids = RequestIds::new();
-        let sent = HeaderValue::from_static("abc-123");
-        assert_eq!(ids.take(Some(&sent)), sent);
+        let sent = |v: &'static str| Some(crate::fields::Value::from(v.as_bytes()));
+        assert_eq!(ids.take(sent("abc-123")), "abc-123");
         let a = ids.take(None);
         let b = ids.take(None);
         assert_ne!(a, b);
         assert_eq!(a.len(), 29);
-        let long = HeaderValue::from_str(&"x".repeat(200)).unwrap();
-        assert_ne!(ids.take(Some(&long)), long);
-        let spaced = HeaderValue::from_static("a b");
-        assert_ne!(ids.take(Some(&spaced)), spaced);
+        let long: &'static str = "x".repeat(200).leak();
+        assert_ne!(ids.take(sent(long)), long);
+        assert_ne!(ids.take(sent("a b")), "a b");
     }
 
     #[test]

@@ -320,7 +320,7 @@ mod tests {
                 );
             }
             let req = crate::verify::Request {
-                headers: &map,
+                headers: &crate::fields::Fields::from(&map),
                 body: &body,
                 method: &http::Method::POST,
                 query: None,
@@ -354,7 +354,7 @@ mod key_tests {
             );
         }
         let req = crate::verify::Request {
-            headers: &map,
+            headers: &crate::fields::Fields::from(&map),
             body,
             method: &http::Method::POST,
             query: None,

@@ -2,48 +2,69 @@
 //! this hop as a new span; a request without a valid one starts a trace. The upstream
 //! gets the result, and the access log shows the trace id.
 
-use http::HeaderValue;
-
 pub const TRACEPARENT: &str = "traceparent";
 
-/// The trace id of a valid `traceparent` (32 lower-case hex digits, not all zero).
-pub fn trace_id(value: &str) -> Option<&str> {
-    parse(value).map(|(trace, _)| trace)
+/// A valid version-00 `traceparent` value: `00-<trace id>-<parent id>-<flags>`, with a
+/// trace id of 32 and a parent id of 16 lower-case hex digits, neither all zero. A copy
+/// type: it lives in the access line and goes upstream without an allocation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent([u8; 55]);
+
+impl TraceParent {
+    /// `v` if it is a valid version-00 `traceparent`.
+    pub fn parse(v: &[u8]) -> Option<TraceParent> {
+        let b: [u8; 55] = v.try_into().ok()?;
+        if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+            return None;
+        }
+        let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        let zero = |s: &[u8]| s.iter().all(|&c| c == b'0');
+        let (version, trace, parent, flags) = (&b[..2], &b[3..35], &b[36..52], &b[53..]);
+        if version != b"00"
+            || !hex(trace)
+            || !hex(parent)
+            || !hex(flags)
+            || zero(trace)
+            || zero(parent)
+        {
+            return None;
+        }
+        Some(TraceParent(b))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // ASCII by construction (validated, or written from hex digits).
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+
+    /// The 32 hex digits of the trace id.
+    pub fn trace_id(&self) -> &str {
+        &self.as_str()[3..35]
+    }
+
+    /// The `traceparent` this hop sends: the sender's trace id and flags if it sent a
+    /// valid one, else a new trace (sampled); always a new span id.
+    pub fn next_hop(incoming: Option<TraceParent>) -> TraceParent {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+        match incoming {
+            Some(TraceParent(sent)) => {
+                out[3..35].copy_from_slice(&sent[3..35]);
+                out[53..].copy_from_slice(&sent[53..]);
+            }
+            None => {
+                write_hex(&mut out[3..19], random_u64());
+                write_hex(&mut out[19..35], random_u64() | 1);
+            }
+        }
+        write_hex(&mut out[36..52], random_u64() | 1);
+        TraceParent(out)
+    }
 }
 
-/// `(trace id, flags)` of a valid version-00 `traceparent`.
-fn parse(v: &str) -> Option<(&str, &str)> {
-    let b = v.as_bytes();
-    if b.len() != 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
-        return None;
+impl std::fmt::Debug for TraceParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
-    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-    let zero = |s: &[u8]| s.iter().all(|&c| c == b'0');
-    let (version, trace, parent, flags) = (&b[..2], &b[3..35], &b[36..52], &b[53..]);
-    if version != b"00" || !hex(trace) || !hex(parent) || !hex(flags) || zero(trace) || zero(parent)
-    {
-        return None;
-    }
-    Some((&v[3..35], &v[53..]))
-}
-
-/// The `traceparent` this hop sends: the sender's trace id and flags if its header is
-/// valid, else a new trace (sampled); always a new span id. Written into a stack buffer:
-/// this runs for every request.
-pub fn next_hop(incoming: Option<&HeaderValue>) -> HeaderValue {
-    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    match incoming.and_then(|v| v.to_str().ok()).and_then(parse) {
-        Some((trace, flags)) => {
-            out[3..35].copy_from_slice(trace.as_bytes());
-            out[53..].copy_from_slice(flags.as_bytes());
-        }
-        None => {
-            write_hex(&mut out[3..19], random_u64());
-            write_hex(&mut out[19..35], random_u64() | 1);
-        }
-    }
-    write_hex(&mut out[36..52], random_u64() | 1);
-    HeaderValue::from_bytes(&out).expect("hex and dashes")
 }
 
 /// `v` as lower-case hex digits filling `out` (leading zeros).
@@ -96,11 +117,14 @@ mod tests {
 
     #[test]
     fn a_valid_trace_is_continued_with_a_new_span() {
-        let next = next_hop(Some(&HeaderValue::from_static(SENT)));
-        let next = next.to_str().unwrap();
-        assert_eq!(trace_id(next), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        assert!(next.ends_with("-01"));
-        assert_ne!(&next[36..52], "00f067aa0ba902b7");
+        let sent = TraceParent::parse(SENT.as_bytes()).expect("valid");
+        assert_eq!(sent.as_str(), SENT);
+        let next = TraceParent::next_hop(Some(sent));
+        assert_eq!(next.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let text = next.as_str();
+        assert!(text.ends_with("-01"));
+        assert_ne!(&text[36..52], "00f067aa0ba902b7");
+        assert_eq!(TraceParent::parse(text.as_bytes()), Some(next));
     }
 
     #[test]
@@ -112,14 +136,15 @@ mod tests {
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736+00f067aa0ba902b7-01",
         ] {
-            let v = HeaderValue::from_str(bad).unwrap();
-            let next = next_hop(Some(&v));
-            let id = trace_id(next.to_str().unwrap()).expect("valid");
-            assert_ne!(id, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            assert_eq!(TraceParent::parse(bad.as_bytes()), None, "{bad}");
         }
-        let a = next_hop(None);
-        let b = next_hop(None);
-        assert_ne!(trace_id(a.to_str().unwrap()), trace_id(b.to_str().unwrap()));
+        let a = TraceParent::next_hop(None);
+        let b = TraceParent::next_hop(None);
+        assert_ne!(a.trace_id(), b.trace_id());
+        for fresh in [a, b] {
+            assert_eq!(TraceParent::parse(fresh.as_str().as_bytes()), Some(fresh));
+        }
     }
 }

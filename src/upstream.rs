@@ -638,7 +638,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, Malformed> {
                 saw_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
             }
         }
-        if !crate::forward::is_hop_by_hop(&name) {
+        if !crate::forward::is_hop_by_hop(name.as_str()) {
             headers.append(name, value);
         }
     }

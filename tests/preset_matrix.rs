@@ -54,7 +54,7 @@ fn headers_at(route: &Route, body: &[u8], at: SystemTime) -> HeaderMap {
 
 fn check(route: &Route, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
     route.verifier.verify(&Request {
-        headers,
+        headers: &hookgate::fields::Fields::from(headers),
         body,
         method: &Method::POST,
         query: None,

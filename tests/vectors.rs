@@ -114,7 +114,7 @@ fn vectors_verify_as_published() {
         let result = config.routes[0]
             .verifier
             .verify(&hookgate::verify::Request {
-                headers: &headers,
+                headers: &hookgate::fields::Fields::from(&headers),
                 body: &body,
                 method: &method,
                 query: s(&v, "url")

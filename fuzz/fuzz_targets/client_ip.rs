@@ -68,7 +68,7 @@ fuzz_target!(|text: &str| {
         .filter_map(|l| HeaderValue::from_bytes(l.as_bytes()).ok())
         .collect();
 
-    let got = client_ip(peer, values.iter(), &trusted);
+    let got = client_ip(peer, values.iter().map(HeaderValue::as_bytes), &trusted);
 
     let peer = canonical(peer);
     let mut want = peer;

@@ -3,9 +3,10 @@
 //!
 //! Invariants, on arbitrary bytes (the first byte picks the split points):
 //! - `parse_head` never panics. A complete head of `n` bytes is reported only with the
-//!   same `n` and the same method, target, version, fields and framing whatever follows
-//!   it, and every strict prefix of it is "not complete yet" (incremental reading never
-//!   refuses what the whole head accepts).
+//!   same `n` and the same method, target, version, fields (names in lower case) and
+//!   framing whatever follows it, and leaves exactly what follows in the buffer; every
+//!   strict prefix of it is "not complete yet" and left untouched (incremental reading
+//!   never refuses what the whole head accepts).
 //! - Framing is consistent with the framing check: a head framed as having no body but
 //!   not keep-alive for ambiguity (Content-Length with Transfer-Encoding, two lengths,
 //!   a coding other than one `chunked`) is always refused by `framing::check`; a head
@@ -15,7 +16,7 @@
 //!   end (body complete, with the same bytes left after it) or the same error.
 #![no_main]
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use hookgate::h1::codec::{parse_head, Chunk, ChunkError, Chunked, Framing};
 use libfuzzer_sys::fuzz_target;
 
@@ -68,47 +69,59 @@ fuzz_target!(|data: &[u8]| {
     let Some((&steer, input)) = data.split_first() else {
         return;
     };
-    let bytes = Bytes::copy_from_slice(input);
     let max = 8192;
-    if let Ok(Some(head)) = parse_head(&bytes, max, 64) {
+    let mut buf = BytesMut::from(input);
+    if let Ok(Some(head)) = parse_head(&mut buf, max, 64) {
         let n = head.len;
         assert!(n <= input.len());
+        assert_eq!(
+            &buf[..],
+            &input[n..],
+            "what follows the head is left in the buffer"
+        );
+        let fields = |f: &hookgate::fields::Fields| -> Vec<(String, Vec<u8>)> {
+            f.iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        // Names in lower case.
+        for (name, _) in head.fields.iter() {
+            assert!(!name.bytes().any(|b| b.is_ascii_uppercase()), "{name}");
+        }
         // The same head with nothing after it, and every strict prefix.
-        let alone = parse_head(&bytes.slice(..n), max, 64)
+        let alone = parse_head(&mut BytesMut::from(&input[..n]), max, 64)
             .expect("the head alone parses")
             .expect("the head alone is complete");
         assert_eq!(alone.len, n);
         assert_eq!(alone.method, head.method);
         assert_eq!(alone.uri, head.uri);
         assert_eq!(alone.version, head.version);
-        assert_eq!(alone.headers, head.headers);
+        assert_eq!(fields(&alone.fields), fields(&head.fields));
         assert_eq!(alone.framing, head.framing);
         assert_eq!(alone.keep_alive, head.keep_alive);
         let step = 1 + steer as usize % 7;
         for k in (0..n).step_by(step) {
-            match parse_head(&bytes.slice(..k), max, 64) {
-                Ok(None) => {}
+            let mut prefix = BytesMut::from(&input[..k]);
+            match parse_head(&mut prefix, max, 64) {
+                Ok(None) => {
+                    assert_eq!(&prefix[..], &input[..k], "a partial head is left as it was")
+                }
                 other => panic!("prefix {k}/{n}: {other:?}"),
             }
         }
-        let check = hookgate::pipeline::framing::check(head.version, &head.uri, &head.headers);
-        let lengths = head
-            .headers
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter()
-            .count();
-        let codings = head
-            .headers
-            .get_all(http::header::TRANSFER_ENCODING)
-            .iter()
-            .count();
+        let check = hookgate::pipeline::framing::check(head.version, &head.uri, &head.fields);
+        let lengths = head.fields.get_all("content-length").count();
+        let codings = head.fields.get_all("transfer-encoding").count();
         if lengths + codings > 1 || (codings == 1 && head.framing != Framing::Chunked) {
             assert!(check.is_err(), "ambiguous framing passed the check");
             assert!(!head.keep_alive);
             assert_eq!(head.framing, Framing::Empty);
         }
         if check.is_ok() && lengths == 1 {
-            let v: u64 = head.headers[http::header::CONTENT_LENGTH]
+            let v: u64 = head
+                .fields
+                .get("content-length")
+                .unwrap()
                 .to_str()
                 .unwrap()
                 .parse()

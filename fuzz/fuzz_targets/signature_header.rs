@@ -377,7 +377,7 @@ fn verify(
     now: i64,
 ) -> Result<(), VerifyError> {
     scheme.verify(&Request {
-        headers,
+        headers: &hookgate::fields::Fields::from(headers),
         body,
         method: &Method::POST,
         query: None,

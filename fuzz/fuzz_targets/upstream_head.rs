@@ -19,7 +19,11 @@
 //!   each from us.
 #![no_main]
 
+use hookgate::fields::Fields;
 use hookgate::fuzzing::{is_hop_by_hop, write_upstream_head, ForwardInfo};
+
+/// This hop's trace context, when the input's flags ask for one.
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::Method;
@@ -90,9 +94,10 @@ fuzz_target!(|data: &[u8]| {
         verified: &verified,
         upstream_host: &upstream_host,
         body_len,
+        traceparent: (flags & 8 != 0).then_some(TRACE),
     };
     let mut out = Vec::new();
-    write_upstream_head(&mut out, &method, path, &headers, &info);
+    write_upstream_head(&mut out, &method, path, &Fields::from(&headers), &info);
 
     let mut slots = vec![httparse::EMPTY_HEADER; headers.len() + 16];
     let mut req = httparse::Request::new(&mut slots);
@@ -126,6 +131,9 @@ fuzz_target!(|data: &[u8]| {
     one("x-request-id", request_id.as_bytes());
     one("x-hookgate-route", route.as_bytes());
     one("x-hookgate-verified", verified.as_bytes());
+    if info.traceparent.is_some() {
+        one("traceparent", TRACE.as_bytes());
+    }
     let xff = all("x-forwarded-for");
     assert_eq!(xff.len(), 1, "x-forwarded-for");
     assert!(xff[0].ends_with(peer.as_bytes()), "{:?}", xff[0]);
@@ -139,7 +147,7 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     for (name, _) in &fields {
         let n = HeaderName::from_bytes(name.as_bytes()).unwrap();
-        assert!(!is_hop_by_hop(&n), "hop-by-hop {name} forwarded");
+        assert!(!is_hop_by_hop(n.as_str()), "hop-by-hop {name} forwarded");
         assert!(name != "expect", "expect forwarded");
         if name.starts_with("x-hookgate-") {
             assert!(
@@ -153,8 +161,9 @@ fuzz_target!(|data: &[u8]| {
     let mut kept: Vec<(String, &[u8])> = Vec::new();
     for (name, value) in &headers {
         let n = name.as_str();
-        let dropped = is_hop_by_hop(name)
+        let dropped = is_hop_by_hop(n)
             || listed.iter().any(|l| l == n)
+            || (info.traceparent.is_some() && n == "traceparent")
             || matches!(n, "host" | "content-length" | "expect" | "x-request-id")
             || n.starts_with("x-hookgate-")
             || n == "x-forwarded-for"

@@ -155,7 +155,7 @@ pub enum IdFrom {
 
 impl IdFrom {
     /// The id of a delivery, if it has one.
-    pub fn extract(&self, headers: &http::HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
+    pub fn extract(&self, headers: &crate::fields::Fields, body: &[u8]) -> Option<Vec<u8>> {
         match self {
             IdFrom::Header(h) => headers
                 .get(h)

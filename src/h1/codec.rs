@@ -1,5 +1,5 @@
 //! The HTTP/1.1 request codec, without I/O: the request head (httparse, then the
-//! `http` types built on slices of the bytes read, without copying a value), the body's
+//! method, target and [`Fields`] on the bytes read, without copying any), the body's
 //! framing, the chunked-coding decoder, and the response head.
 //!
 //! Strict where RFC 9112 lets a server choose (../shared/hardening.md):
@@ -14,9 +14,10 @@
 //! - chunk lines and the trailer section end in CRLF, never a bare LF; chunk sizes have
 //!   at most 16 hex digits; extensions and trailers are bounded and discarded.
 
+use crate::fields::{Fields, Span};
 use crate::pipeline::framing::Malformed;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Uri, Version};
 use std::mem::MaybeUninit;
 
@@ -40,7 +41,7 @@ pub struct Head {
     pub method: Method,
     pub uri: Uri,
     pub version: Version,
-    pub headers: HeaderMap,
+    pub fields: Fields,
     /// Bytes of the buffer the head took (request line, fields, the empty line).
     pub len: usize,
     pub framing: Framing,
@@ -74,16 +75,19 @@ impl HeadError {
     }
 }
 
-/// Parses the head at the start of `buf`. `Ok(None)`: not complete yet (the caller
-/// refuses it as [`HeadError::TooLarge`] once `buf` reaches `max_bytes`).
+/// Parses the head at the start of `buf`. `Ok(None)`: not complete yet, `buf` is left
+/// as it was (the caller refuses it as [`HeadError::TooLarge`] once `buf` reaches
+/// `max_bytes`). `Ok(Some(head))`: the head's bytes were split off the front of `buf`
+/// (its field names lower-cased in place) and `buf` holds what followed them.
 pub fn parse_head(
-    buf: &Bytes,
+    buf: &mut BytesMut,
     max_bytes: usize,
     max_headers: usize,
 ) -> Result<Option<Head>, HeadError> {
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let slots = &mut slots[..max_headers.clamp(1, MAX_HEADERS)];
     let mut req = httparse::Request::new(&mut []);
+    let base = buf.as_ptr() as usize;
     let window = &buf[..buf.len().min(max_bytes)];
     let len = match req.parse_with_uninit_headers(window, slots) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -98,12 +102,11 @@ pub fn parse_head(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let target = req.path.unwrap_or("");
-    let uri =
-        Uri::from_maybe_shared(buf.slice_ref(target.as_bytes())).map_err(|_| HeadError::Invalid)?;
+    // Where a slice of the head is in `buf` (httparse's slices all point into it).
+    let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let target = at(req.path.unwrap_or("").as_bytes());
 
-    // Room for the fields the gateway adds before forwarding (traceparent).
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + 1);
+    let mut spans = Vec::with_capacity(req.headers.len());
     let mut content_length: Option<u64> = None;
     let mut lengths = 0usize;
     let mut codings = 0usize;
@@ -111,20 +114,18 @@ pub fn parse_head(
     let mut close = version == Version::HTTP_10;
     let mut expect_continue = false;
     for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Invalid)?;
-        let value = HeaderValue::from_maybe_shared(buf.slice_ref(h.value))
-            .map_err(|_| HeadError::Invalid)?;
-        if name == header::CONTENT_LENGTH {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
             lengths += 1;
             // A list (`5, 5`) is refused by the framing check; anything else that is not
             // digits is refused here.
             if !h.value.contains(&b',') {
                 content_length = Some(decimal(h.value).ok_or(HeadError::InvalidContentLength)?);
             }
-        } else if name == header::TRANSFER_ENCODING {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             codings += 1;
             chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
-        } else if name == header::CONNECTION {
+        } else if name.eq_ignore_ascii_case(b"connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -132,10 +133,13 @@ pub fn parse_head(
                     close = false;
                 }
             }
-        } else if name == header::EXPECT && version == Version::HTTP_11 {
+        } else if name.eq_ignore_ascii_case(b"expect") && version == Version::HTTP_11 {
             expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
-        headers.append(name, value);
+        spans.push(Span {
+            name: at(name),
+            value: at(h.value),
+        });
     }
     let framing = match (lengths, codings) {
         (0, 0) => Framing::Empty,
@@ -160,11 +164,17 @@ pub fn parse_head(
             Framing::Empty
         }
     };
+    for s in &spans {
+        buf[s.name.0..s.name.0 + s.name.1].make_ascii_lowercase();
+    }
+    let bytes = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(bytes.slice(target.0..target.0 + target.1))
+        .map_err(|_| HeadError::Invalid)?;
     Ok(Some(Head {
         method,
         uri,
         version,
-        headers,
+        fields: Fields::from_spans(bytes, spans),
         len,
         framing,
         keep_alive: !close,
@@ -480,7 +490,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str) -> Result<Option<Head>, HeadError> {
-        parse_head(&Bytes::copy_from_slice(raw.as_bytes()), 8192, 100)
+        parse_head(&mut BytesMut::from(raw.as_bytes()), 8192, 100)
     }
 
     #[test]
@@ -492,10 +502,21 @@ mod tests {
         assert_eq!(h.uri.path(), "/hooks/x");
         assert_eq!(h.uri.query(), Some("a=1"));
         assert_eq!(h.version, Version::HTTP_11);
-        assert_eq!(h.headers["x-sig"], "ab");
+        assert_eq!(h.fields.get("x-sig").unwrap().as_bytes(), b"ab");
         assert_eq!(h.framing, Framing::Length(5));
         assert_eq!(&raw[h.len..], "hello");
         assert!(h.keep_alive && !h.expect_continue);
+        // Names in lower case, values as sent, in order; the buffer keeps the rest.
+        let names: Vec<&str> = h.fields.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["host", "content-length", "x-sig"]);
+        let mut buf = BytesMut::from(raw);
+        let h = parse_head(&mut buf, 8192, 100).unwrap().unwrap();
+        assert_eq!(&buf[..], b"hello");
+        assert_eq!(h.fields.get("HOST").unwrap().as_bytes(), b"gw");
+        // An incomplete head leaves the buffer as it was.
+        let mut partial = BytesMut::from("POST / HTTP/1.1\r\nHost: A\r\n");
+        assert!(parse_head(&mut partial, 8192, 100).unwrap().is_none());
+        assert_eq!(&partial[..], b"POST / HTTP/1.1\r\nHost: A\r\n");
     }
 
     #[test]
@@ -506,7 +527,7 @@ mod tests {
         let many: String = (0..101).map(|i| format!("X-{i}: 1\r\n")).collect();
         let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
         assert_eq!(
-            parse_head(&Bytes::from(raw), 65536, 100).err(),
+            parse_head(&mut BytesMut::from(raw.as_str()), 65536, 100).err(),
             Some(HeadError::TooManyHeaders)
         );
     }
@@ -546,7 +567,7 @@ mod tests {
             assert_eq!(h.framing, Framing::Empty, "{fields}");
             assert!(!h.keep_alive, "{fields}");
             // ...and the framing check refuses every one of them.
-            assert!(crate::pipeline::framing::check(h.version, &h.uri, &h.headers).is_err());
+            assert!(crate::pipeline::framing::check(h.version, &h.uri, &h.fields).is_err());
         }
     }
 
@@ -629,6 +650,7 @@ mod tests {
 
     #[test]
     fn the_response_head_is_written_with_its_length_and_date() {
+        use http::HeaderValue;
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("abc"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));

@@ -31,11 +31,11 @@
 pub mod codec;
 
 use crate::config::Limits;
+use crate::fields::RequestHead;
 use crate::listener::ConnCtx;
 use crate::server::{ConnInfo, Resp};
 use bytes::{BufMut, Bytes, BytesMut};
 use codec::{Chunk, Chunked, Framing};
-use http::Request;
 use hyper::body::{Body, Frame, SizeHint};
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -150,17 +150,18 @@ where
             _ => None,
         };
         let head_only = head.method == http::Method::HEAD;
-        let mut req = Request::new(H1Body { input: &mut input });
-        *req.method_mut() = head.method;
-        *req.uri_mut() = head.uri;
-        *req.version_mut() = head.version;
-        *req.headers_mut() = head.headers;
+        let req = RequestHead {
+            method: head.method,
+            uri: head.uri,
+            version: head.version,
+            fields: head.fields,
+        };
+        let body = H1Body { input: &mut input };
         let gateway = ctx.gateway();
+        let conn = ConnInfo { tls: ctx.tls };
         // Boxed: the handler's state (several KiB) exists while a request runs, not for
         // as long as the connection is open.
-        let resp =
-            Box::pin(gateway.handle(req, ctx.peer, &ctx.peer_text, ConnInfo { tls: ctx.tls }))
-                .await;
+        let resp = Box::pin(gateway.handle(req, body, ctx.peer, &ctx.peer_text, conn)).await;
         // The next request starts after this one's body: read to its end, or in hand.
         let body_done = matches!(input.body, BodyState::Done | BodyState::Ready(_));
         input.body = BodyState::Done;
@@ -210,18 +211,13 @@ async fn read_head<S: AsyncRead + Unpin>(
 ) -> Result<Option<(codec::Head, Bytes)>, HeadFail> {
     let mut deadline = None;
     loop {
-        let bytes = std::mem::take(&mut input.buf).freeze();
-        match codec::parse_head(&bytes, limits.max_header_bytes, limits.max_headers) {
+        match codec::parse_head(&mut input.buf, limits.max_header_bytes, limits.max_headers) {
             Ok(Some(head)) => {
-                let rest = bytes.slice(head.len..);
+                let rest = std::mem::take(&mut input.buf).freeze();
                 return Ok(Some((head, rest)));
             }
             Err(e) => return Err(HeadFail::Refused(e)),
             Ok(None) => {
-                // Not shared yet: back to a growable buffer without a copy.
-                input.buf = bytes
-                    .try_into_mut()
-                    .unwrap_or_else(|b| BytesMut::from(&b[..]));
                 let due = *deadline
                     .get_or_insert_with(|| tokio::time::Instant::now() + limits.header_timeout);
                 input.buf.reserve(4096);

@@ -18,7 +18,8 @@
 //! bodiless, and closes the connection after the 400: the bytes after it are never read
 //! as a request.
 
-use http::header::{self, HeaderMap};
+use crate::fields::Fields;
+use http::header;
 use http::{Uri, Version};
 
 /// Why a head is refused.
@@ -71,11 +72,11 @@ impl Malformed {
 
 /// Checks a request head. `version` is the request's HTTP version (HTTP/2 carries no
 /// Transfer-Encoding and its authority in the URI).
-pub fn check(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<(), Malformed> {
+pub fn check(version: Version, uri: &Uri, headers: &Fields) -> Result<(), Malformed> {
     let mut content_lengths = 0usize;
     let mut transfer_encodings = 0usize;
     let mut hosts = 0usize;
-    for (name, value) in headers {
+    for (name, value) in headers.iter() {
         if name == header::CONTENT_LENGTH {
             content_lengths += 1;
             if value.as_bytes().contains(&b',') {
@@ -95,7 +96,7 @@ pub fn check(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<(), Mal
             if !valid_host(value.as_bytes()) {
                 return Err(Malformed::InvalidHost);
             }
-        } else if name.as_str().as_bytes().contains(&b'_') {
+        } else if name.as_bytes().contains(&b'_') {
             return Err(Malformed::UnderscoreInHeaderName);
         }
     }
@@ -172,17 +173,9 @@ fn valid_host(h: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
-    fn head(fields: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in fields {
-            h.append(
-                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
+    fn head(fields: &[(&str, &str)]) -> Fields {
+        Fields::from_pairs(fields.iter().map(|(k, v)| (*k, v.as_bytes())))
     }
 
     fn check11(fields: &[(&str, &str)]) -> Result<(), Malformed> {

@@ -12,8 +12,9 @@
 
 use super::template::{Inputs, Part, Template};
 use super::VerifyError;
+use crate::fields::Fields;
 use hmac::Mac;
-use http::{HeaderMap, HeaderName, Method};
+use http::{HeaderName, Method};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -602,7 +603,7 @@ const MAX_CANDIDATES: usize = 8;
 
 /// The request as the verifier sees it.
 pub struct Request<'a> {
-    pub headers: &'a HeaderMap,
+    pub headers: &'a Fields,
     pub body: &'a [u8],
     pub method: &'a Method,
     /// The request's query string (Twilio signs the URL it called).
@@ -835,7 +836,7 @@ impl HmacScheme {
     /// `verify` for a POST at `now_unix`, for table tests.
     pub(crate) fn check(
         &self,
-        headers: &HeaderMap,
+        headers: &Fields,
         body: &[u8],
         now_unix: i64,
     ) -> Result<(), VerifyError> {
@@ -865,15 +866,15 @@ mod tests {
         )
     }
 
-    fn hdrs(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
+    fn hdrs(pairs: &[(&'static str, &str)]) -> Fields {
+        let mut h = http::HeaderMap::new();
         for (k, v) in pairs {
             h.append(
                 HeaderName::from_static(k),
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        h
+        Fields::from(&h)
     }
 
     // Expected values computed with `openssl dgst -<alg> -hmac k` over the signed bytes.
@@ -1073,22 +1074,22 @@ mod shapes {
         HmacScheme::new(spec, &[key])
     }
 
-    fn hdrs(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
+    fn hdrs(pairs: &[(&str, &str)]) -> Fields {
+        let mut h = http::HeaderMap::new();
         for (k, v) in pairs {
             h.append(
                 HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        h
+        Fields::from(&h)
     }
 
     const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const SW_BODY: &[u8] = br#"{"test": 2432232314}"#;
     const SW_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
 
-    fn sw(sig: &str, ts: &str) -> HeaderMap {
+    fn sw(sig: &str, ts: &str) -> Fields {
         hdrs(&[
             ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
             ("webhook-timestamp", ts),

@@ -372,6 +372,7 @@ impl HmacPreset {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fields::Fields;
     use crate::verify::hmac::HmacScheme;
     use crate::verify::VerifyError;
     use http::{HeaderMap, HeaderValue};
@@ -446,13 +447,13 @@ mod tests {
         HmacScheme::new(spec, &keys)
     }
 
-    fn headers(name: &str, value: &str) -> HeaderMap {
+    fn headers(name: &str, value: &str) -> Fields {
         let mut h = HeaderMap::new();
         h.insert(
             http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
             HeaderValue::from_str(value).unwrap(),
         );
-        h
+        Fields::from(&h)
     }
 
     #[test]
@@ -527,7 +528,7 @@ mod tests {
             );
 
             assert_eq!(
-                s.check(&HeaderMap::new(), v.body, NOW),
+                s.check(&Fields::default(), v.body, NOW),
                 Err(VerifyError::SignatureMissing),
                 "missing: {ctx}"
             );

@@ -4,9 +4,10 @@
 //! SHA-256 (SendGrid), each over `{timestamp}{body}`.
 
 use super::VerifyError;
+use crate::fields::Fields;
 use base64::Engine;
 use hmac::Mac;
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -128,7 +129,7 @@ impl TwilioScheme {
 
     pub fn verify(
         &self,
-        headers: &HeaderMap,
+        headers: &Fields,
         body: &[u8],
         query: Option<&str>,
     ) -> Result<(), VerifyError> {
@@ -244,12 +245,7 @@ pub struct KeyScheme {
 }
 
 impl KeyScheme {
-    pub fn verify(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now_unix: i64,
-    ) -> Result<(), VerifyError> {
+    pub fn verify(&self, headers: &Fields, body: &[u8], now_unix: i64) -> Result<(), VerifyError> {
         let sig = headers
             .get(&self.signature_header)
             .ok_or(VerifyError::SignatureMissing)?;
@@ -298,12 +294,7 @@ pub struct StandardAsymScheme {
 }
 
 impl StandardAsymScheme {
-    pub fn verify(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now_unix: i64,
-    ) -> Result<(), VerifyError> {
+    pub fn verify(&self, headers: &Fields, body: &[u8], now_unix: i64) -> Result<(), VerifyError> {
         let spec = &self.spec;
         let sig_header = headers
             .get(&spec.header)
@@ -498,7 +489,7 @@ impl NetlifyScheme {
         )
     }
 
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+    pub fn verify(&self, headers: &Fields, body: &[u8]) -> Result<(), VerifyError> {
         use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let jws = headers
             .get("x-webhook-signature")
@@ -574,12 +565,12 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
+    fn h(pairs: &[(&'static str, &str)]) -> Fields {
+        let mut m = http::HeaderMap::new();
         for (k, v) in pairs {
             m.insert(*k, HeaderValue::from_str(v).unwrap());
         }
-        m
+        Fields::from(&m)
     }
 
     const FORM: &[u8] = b"CallSid=CA1234567890ABCDE&Digits=1234&From=%2B14158675309&To=%2B18005551212&Caller=%2B14158675309";

@@ -4,8 +4,9 @@
 //! nor its length shows through timing.
 
 use super::VerifyError;
+use crate::fields::Fields;
 use base64::Engine;
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -58,7 +59,7 @@ impl TokenScheme {
         format!("{}{}", self.prefix, String::from_utf8_lossy(&self.first))
     }
 
-    pub fn verify(&self, headers: &HeaderMap) -> Result<(), VerifyError> {
+    pub fn verify(&self, headers: &Fields) -> Result<(), VerifyError> {
         let value = headers
             .get(&self.header)
             .ok_or(VerifyError::SignatureMissing)?
@@ -108,7 +109,7 @@ impl BasicScheme {
         )
     }
 
-    pub fn verify(&self, headers: &HeaderMap) -> Result<(), VerifyError> {
+    pub fn verify(&self, headers: &Fields) -> Result<(), VerifyError> {
         let value = headers
             .get(http::header::AUTHORIZATION)
             .ok_or(VerifyError::SignatureMissing)?
@@ -177,10 +178,10 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn h(name: &'static str, v: &str) -> HeaderMap {
-        let mut m = HeaderMap::new();
+    fn h(name: &'static str, v: &str) -> Fields {
+        let mut m = http::HeaderMap::new();
         m.insert(name, HeaderValue::from_str(v).unwrap());
-        m
+        Fields::from(&m)
     }
 
     #[test]
@@ -197,7 +198,7 @@ mod tests {
             Err(VerifyError::SignatureMismatch)
         );
         assert_eq!(
-            s.verify(&HeaderMap::new()),
+            s.verify(&Fields::default()),
             Err(VerifyError::SignatureMissing)
         );
         let bearer = TokenScheme::new(
@@ -250,7 +251,7 @@ mod tests {
             Err(VerifyError::SignatureMalformed)
         );
         assert_eq!(
-            s.verify(&HeaderMap::new()),
+            s.verify(&Fields::default()),
             Err(VerifyError::SignatureMissing)
         );
     }
