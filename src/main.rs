@@ -115,11 +115,17 @@ fn main() -> ExitCode {
                 eprintln!("--status {status} is not an HTTP status");
                 return ExitCode::from(2);
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers.max(1))
-                .enable_all()
-                .build()
-                .expect("runtime");
+            // One worker: everything on this thread, no work-stealing machinery.
+            let runtime = match workers {
+                0 | 1 => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build(),
+                n => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n)
+                    .enable_all()
+                    .build(),
+            }
+            .expect("runtime");
             match runtime.block_on(hookgate::sink::run(listen, status, print)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
