@@ -260,8 +260,8 @@ impl Gateway {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let request_id = self.ids.take(req.fields.get(X_REQUEST_ID));
         let mut log = AccessLog::new(peer.ip(), req.method.clone(), req.uri.clone());
-        // The sender's trace context; this hop's span is made only for a delivery that
-        // goes on (forwarded or queued), see `continue_trace`.
+        // The sender's trace context (if valid); this hop's span is made only for a
+        // delivery that goes on (forwarded or queued).
         log.traceparent = req
             .fields
             .get(crate::trace::TRACEPARENT)
@@ -376,7 +376,6 @@ impl Gateway {
         let declared = incoming.size_hint().exact();
         body::check_declared_size(declared, route.max_body)?;
 
-        let parts = req;
         // A small body usually arrived with the head: read it without arming a timer,
         // and only if it has not, wait for the rest under the body deadline.
         let mut reading = std::pin::pin!(body::read_body(incoming, route.max_body, declared));
@@ -395,17 +394,17 @@ impl Gateway {
         };
         let verifier = learned.as_deref().unwrap_or(&route.verifier);
         let vreq = crate::verify::Request {
-            headers: &parts.fields,
+            headers: &req.fields,
             body: &body,
-            method: &parts.method,
-            query: parts.uri.query(),
+            method: &req.method,
+            query: req.uri.query(),
             now_unix: crate::verify::now_unix(),
         };
         if !route.handshakes.is_empty() {
             let incoming = handshake::Incoming {
-                method: &parts.method,
-                query: parts.uri.query(),
-                headers: &parts.fields,
+                method: &req.method,
+                query: req.uri.query(),
+                headers: &req.fields,
                 body: &body,
                 verify_token: route.verify_token.as_deref(),
             };
@@ -426,7 +425,7 @@ impl Gateway {
                 log.handshake(answer.kind.name());
                 return Ok(handshake_response(answer));
             }
-            if parts.method != http::Method::POST {
+            if req.method != http::Method::POST {
                 return Err(Reject::MethodNotAllowed);
             }
             verifier.verify(&vreq).map_err(Reject::Verify)?;
@@ -446,7 +445,7 @@ impl Gateway {
         // Replay protection: a delivery id seen and accepted is answered here; one
         // in flight is refused for now; the ticket is settled when the forward ends.
         let ticket = match (&state.dedup, &route.dedup) {
-            (Some(store), Some(spec)) => match spec.id_from.extract(&parts.fields, &body) {
+            (Some(store), Some(spec)) => match spec.id_from.extract(&req.fields, &body) {
                 Some(id) => Some(Ticket::take(store, &id, Instant::now())?),
                 None => None,
             },
@@ -460,7 +459,7 @@ impl Gateway {
             return self
                 .enqueue(
                     state,
-                    &parts,
+                    &req,
                     body,
                     peer_text,
                     peer_trusted,
@@ -473,11 +472,11 @@ impl Gateway {
                 .await;
         }
 
-        let path = forward::upstream_path(&route.upstream, parts.uri.query());
+        let path = forward::upstream_path(&route.upstream, req.uri.query());
         // HTTP/2 carries the host in the URI's authority, not in a Host field.
-        let original_host = match parts.fields.get(header::HOST) {
+        let original_host = match req.fields.get(header::HOST) {
             Some(h) => Some(h.as_bytes()),
-            None => parts.uri.authority().map(|a| a.as_str().as_bytes()),
+            None => req.uri.authority().map(|a| a.as_str().as_bytes()),
         };
         let info = ForwardInfo {
             peer: peer_text,
@@ -492,7 +491,7 @@ impl Gateway {
             traceparent: Some(trace.as_str()),
         };
         let head = |out: &mut Vec<u8>| {
-            forward::write_upstream_head(out, &parts.method, &path, &parts.fields, &info)
+            forward::write_upstream_head(out, &req.method, &path, &req.fields, &info)
         };
         let sent = upstream::send(&state.pool, head, &body, route.upstream_timeout).await;
         state
@@ -523,7 +522,7 @@ impl Gateway {
     async fn enqueue(
         &self,
         state: &RouteState,
-        parts: &RequestHead,
+        req: &RequestHead,
         body: Bytes,
         peer_text: &str,
         peer_trusted: bool,
@@ -535,21 +534,18 @@ impl Gateway {
     ) -> Result<Resp, Reject> {
         let queue = self.queue.as_ref().ok_or(Reject::StoreUnavailable)?;
         let route = &state.route;
-        let original_host = match parts.fields.get(header::HOST) {
+        let original_host = match req.fields.get(header::HOST) {
             Some(h) => Some(h.as_bytes().to_vec()),
-            None => parts
-                .uri
-                .authority()
-                .map(|a| a.as_str().as_bytes().to_vec()),
+            None => req.uri.authority().map(|a| a.as_str().as_bytes().to_vec()),
         };
         let delivery = crate::store::NewDelivery {
             route: route.name.clone(),
             delivery_id: route
                 .dedup
                 .as_ref()
-                .and_then(|d| d.id_from.extract(&parts.fields, &body)),
-            query: parts.uri.query().map(str::to_string),
-            headers: crate::queue::encode_headers(&parts.fields, trace),
+                .and_then(|d| d.id_from.extract(&req.fields, &body)),
+            query: req.uri.query().map(str::to_string),
+            headers: crate::queue::encode_headers(&req.fields, trace),
             peer: peer_text.to_string(),
             peer_trusted,
             tls: conn.tls,

@@ -102,8 +102,12 @@ pub fn parse_head(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Where a slice of the head is in `buf` (httparse's slices all point into it).
-    let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    // Where a slice of the head is in `buf` (httparse's slices all point into it; an
+    // empty one may be anywhere, and its place does not matter).
+    let at = |s: &[u8]| match s.is_empty() {
+        true => (0, 0),
+        false => (s.as_ptr() as usize - base, s.len()),
+    };
     let target = at(req.path.unwrap_or("").as_bytes());
 
     let mut spans = Vec::with_capacity(req.headers.len());
@@ -517,6 +521,18 @@ mod tests {
         let mut partial = BytesMut::from("POST / HTTP/1.1\r\nHost: A\r\n");
         assert!(parse_head(&mut partial, 8192, 100).unwrap().is_none());
         assert_eq!(&partial[..], b"POST / HTTP/1.1\r\nHost: A\r\n");
+    }
+
+    #[test]
+    fn empty_values_and_odd_case_names_are_kept() {
+        let h = head("POST / HTTP/1.1\r\nHOST: a\r\nX-Empty:\r\nx-TAIL:  v \r\n\r\n")
+            .unwrap()
+            .unwrap();
+        let fields: Vec<(&str, &[u8])> = h.fields.iter().map(|(k, v)| (k, v.as_bytes())).collect();
+        assert_eq!(
+            fields,
+            [("host", &b"a"[..]), ("x-empty", b""), ("x-tail", b"v")]
+        );
     }
 
     #[test]
