@@ -524,6 +524,32 @@ mod tests {
     }
 
     #[test]
+    fn control_bytes_in_values_are_refused_and_obs_text_is_kept() {
+        // What HeaderValue used to enforce when the head was a HeaderMap: httparse
+        // refuses the same bytes, so values need no second check.
+        for b in [0x00u8, 0x01, 0x0b, 0x1f, 0x7f] {
+            let mut raw = b"POST / HTTP/1.1\r\nHost: a\r\nX: a".to_vec();
+            raw.extend_from_slice(&[b, b'b']);
+            raw.extend_from_slice(b"\r\n\r\n");
+            let got = parse_head(&mut BytesMut::from(&raw[..]), 8192, 100);
+            assert_eq!(got.err(), Some(HeadError::Invalid), "{b:#x}");
+            assert!(http::HeaderValue::from_bytes(&[b'a', b, b'b']).is_err());
+        }
+        for b in [0x80u8, 0xff] {
+            let mut raw = b"POST / HTTP/1.1\r\nHost: a\r\nX: a".to_vec();
+            raw.extend_from_slice(&[b, b'b']);
+            raw.extend_from_slice(b"\r\n\r\n");
+            let h = parse_head(&mut BytesMut::from(&raw[..]), 8192, 100)
+                .unwrap()
+                .unwrap();
+            let v = h.fields.get("x").unwrap();
+            assert_eq!(v.as_bytes(), [b'a', b, b'b']);
+            assert!(v.to_str().is_err(), "not visible ASCII");
+            assert!(http::HeaderValue::from_bytes(v.as_bytes()).is_ok());
+        }
+    }
+
+    #[test]
     fn empty_values_and_odd_case_names_are_kept() {
         let h = head("POST / HTTP/1.1\r\nHOST: a\r\nX-Empty:\r\nx-TAIL:  v \r\n\r\n")
             .unwrap()
