@@ -71,6 +71,16 @@ where
                 }
             }
         };
+        // A client that waits for `100 Continue` (curl does for larger bodies) gets it
+        // unless its body is already here.
+        let waiting = match head.framing {
+            Framing::Length(n) => (buf.len() as u64) < n,
+            Framing::Chunked => true,
+            Framing::Empty => false,
+        };
+        if head.expect_continue && waiting {
+            io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        }
         let body = read_body(&mut io, &mut buf, head.framing).await?;
         if print {
             let mut stdout = io::stdout().lock();
@@ -197,6 +207,25 @@ mod tests {
         let got = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n").await;
         assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
         assert!(got.contains("connection: close\r\n"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn a_client_expecting_100_continue_gets_it_before_sending_the_body() {
+        let addr = sink(StatusCode::OK).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST / HTTP/1.1\r\nHost: s\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut interim = [0u8; 25];
+        s.read_exact(&mut interim).await.unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        s.write_all(b"body").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.starts_with(b"HTTP/1.1 200 OK\r\n"));
     }
 
     #[tokio::test]
