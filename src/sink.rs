@@ -73,12 +73,7 @@ where
         };
         // A client that waits for `100 Continue` (curl does for larger bodies) gets it
         // unless its body is already here.
-        let waiting = match head.framing {
-            Framing::Length(n) => (buf.len() as u64) < n,
-            Framing::Chunked => true,
-            Framing::Empty => false,
-        };
-        if head.expect_continue && waiting {
+        if head.expect_continue && !head.framing.in_hand(buf.len()) {
             io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         }
         let body = read_body(&mut io, &mut buf, head.framing).await?;

@@ -35,6 +35,18 @@ pub enum Framing {
     Chunked,
 }
 
+impl Framing {
+    /// The whole body is within `have` bytes after the head (a chunked body is never
+    /// known to be whole before it is decoded).
+    pub fn in_hand(self, have: usize) -> bool {
+        match self {
+            Framing::Empty => true,
+            Framing::Length(n) => n <= have as u64,
+            Framing::Chunked => false,
+        }
+    }
+}
+
 /// A parsed request head.
 #[derive(Debug)]
 pub struct Head {
@@ -547,6 +559,14 @@ mod tests {
             assert!(v.to_str().is_err(), "not visible ASCII");
             assert!(http::HeaderValue::from_bytes(v.as_bytes()).is_ok());
         }
+    }
+
+    #[test]
+    fn a_body_is_in_hand_only_when_all_of_it_is() {
+        assert!(Framing::Empty.in_hand(0));
+        assert!(Framing::Length(5).in_hand(5) && Framing::Length(5).in_hand(9));
+        assert!(!Framing::Length(5).in_hand(4));
+        assert!(!Framing::Chunked.in_hand(1 << 20));
     }
 
     #[test]

@@ -96,6 +96,9 @@ where
     };
     loop {
         if input.buf.is_empty() {
+            // A drained buffer may still hold the last request's allocation: let it go
+            // before waiting, so that a waiting connection holds no buffer.
+            input.buf = BytesMut::new();
             if ctx.track.is_closing() {
                 return Ok(());
             }
@@ -107,7 +110,7 @@ where
             }
         }
         let busy = ctx.track.begin();
-        let (head, rest) = match read_head(&mut input, limits).await {
+        let head = match read_head(&mut input, limits).await {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return Ok(()), // closed in the middle of a head
             Err(HeadFail::Io(e)) => return Err(e),
@@ -124,15 +127,13 @@ where
                 return Ok(());
             }
         };
-        // The body: zero-copy when it came with the head, else pulled by the handler.
+        // The body: split off without a copy when it came with the head (what follows
+        // it, a pipelined request, stays in the buffer), else pulled by the handler from
+        // the buffer and then the connection.
         input.body = match head.framing {
             Framing::Empty => BodyState::Done,
-            Framing::Length(n) if n <= rest.len() as u64 => {
-                let n = n as usize;
-                if rest.len() > n {
-                    input.buf.extend_from_slice(&rest[n..]); // pipelined
-                }
-                BodyState::Ready(rest.slice(..n))
+            Framing::Length(n) if head.framing.in_hand(input.buf.len()) => {
+                BodyState::Ready(input.buf.split_to(n as usize).freeze())
             }
             Framing::Length(n) => BodyState::Length {
                 // Over `usize` only on 32-bit targets, and then far over any max_body:
@@ -142,9 +143,6 @@ where
             },
             Framing::Chunked => BodyState::Chunked(Chunked::default()),
         };
-        if !matches!(input.body, BodyState::Ready(_)) {
-            input.buf.extend_from_slice(&rest);
-        }
         input.continue_left = match (&input.body, head.expect_continue) {
             (BodyState::Length { .. } | BodyState::Chunked(_), true) => Some(0),
             _ => None,
@@ -204,18 +202,16 @@ enum HeadFail {
     Refused(codec::HeadError),
 }
 
-/// Reads until the head in `input.buf` is complete; returns it and the bytes after it.
+/// Reads until the head in `input.buf` is complete and returns it; the bytes after it
+/// stay in `input.buf`.
 async fn read_head<S: AsyncRead + Unpin>(
     input: &mut Input<S>,
     limits: &Limits,
-) -> Result<Option<(codec::Head, Bytes)>, HeadFail> {
+) -> Result<Option<codec::Head>, HeadFail> {
     let mut deadline = None;
     loop {
         match codec::parse_head(&mut input.buf, limits.max_header_bytes, limits.max_headers) {
-            Ok(Some(head)) => {
-                let rest = std::mem::take(&mut input.buf).freeze();
-                return Ok(Some((head, rest)));
-            }
+            Ok(Some(head)) => return Ok(Some(head)),
             Err(e) => return Err(HeadFail::Refused(e)),
             Ok(None) => {
                 let due = *deadline
