@@ -130,13 +130,11 @@ impl Fields {
         self.get(name).is_some()
     }
 
-    /// Every field in order: the name (lower case) and the value.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, Value<'_>)> {
-        self.list.iter().map(|s| {
-            // Names are tokens, ASCII by construction (httparse or HeaderName).
-            let name = std::str::from_utf8(self.name(s)).unwrap_or("");
-            (name, self.value(s))
-        })
+    /// Every field in order: the name (lower case; a token, so ASCII, by construction
+    /// in httparse or `HeaderName`) and the value. Names are bytes: the request path
+    /// compares and copies them and never needs them as text.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Value<'_>)> {
+        self.list.iter().map(|s| (self.name(s), self.value(s)))
     }
 }
 
@@ -153,7 +151,9 @@ impl From<&HeaderMap> for Fields {
 /// Names only: values can be credentials.
 impl std::fmt::Debug for Fields {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter().map(|(k, _)| k)).finish()
+        f.debug_list()
+            .entries(self.iter().map(|(k, _)| String::from_utf8_lossy(k)))
+            .finish()
     }
 }
 
@@ -200,8 +200,11 @@ mod tests {
         );
         assert!(f.get("missing").is_none());
         assert!(!f.contains_key("x-forwarded"));
-        let names: Vec<&str> = f.iter().map(|(k, _)| k).collect();
-        assert_eq!(names, ["host", "x-forwarded-for", "x-forwarded-for"]);
+        let names: Vec<&[u8]> = f.iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            names,
+            [&b"host"[..], b"x-forwarded-for", b"x-forwarded-for"]
+        );
     }
 
     #[test]

@@ -19,10 +19,12 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Whether a field describes one hop rather than the message (RFC 9110 §7.6.1):
 /// Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade and every Proxy-*.
 /// `name` is in lower case, as `HeaderName` and [`Fields`] keep names.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    match name {
-        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade" => true,
-        other => other.starts_with("proxy-"),
+pub fn is_hop_by_hop(name: impl AsRef<[u8]>) -> bool {
+    match name.as_ref() {
+        b"connection" | b"keep-alive" | b"te" | b"trailer" | b"transfer-encoding" | b"upgrade" => {
+            true
+        }
+        other => other.starts_with(b"proxy-"),
     }
 }
 
@@ -106,17 +108,19 @@ pub fn write_upstream_head(
     let mut chain: Vec<u8> = Vec::new();
     for (name, value) in headers.iter() {
         if is_hop_by_hop(name)
-            || name == header::HOST
-            || name == header::CONTENT_LENGTH
-            || name == header::EXPECT
-            || name == X_REQUEST_ID
-            || name.starts_with("x-hookgate-")
-            || (info.traceparent.is_some() && name == crate::trace::TRACEPARENT)
-            || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+            || name == b"host"
+            || name == b"content-length"
+            || name == b"expect"
+            || name == X_REQUEST_ID.as_str().as_bytes()
+            || name.starts_with(b"x-hookgate-")
+            || (info.traceparent.is_some() && name == crate::trace::TRACEPARENT.as_bytes())
+            || listed
+                .iter()
+                .any(|l| l.as_bytes().eq_ignore_ascii_case(name))
         {
             continue;
         }
-        if name == X_FORWARDED_FOR {
+        if name == X_FORWARDED_FOR.as_str().as_bytes() {
             if info.peer_trusted {
                 if chain_started {
                     chain.extend_from_slice(b", ");
@@ -126,17 +130,19 @@ pub fn write_upstream_head(
             }
             continue;
         }
-        if name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST {
+        if name == X_FORWARDED_PROTO.as_str().as_bytes()
+            || name == X_FORWARDED_HOST.as_str().as_bytes()
+        {
             if !info.peer_trusted {
                 continue;
             }
-            if name == X_FORWARDED_PROTO {
+            if name == X_FORWARDED_PROTO.as_str().as_bytes() {
                 kept_proto = true;
             } else {
                 kept_host = true;
             }
         }
-        push_field(out, name.as_bytes(), value.as_bytes());
+        push_field(out, name, value.as_bytes());
     }
 
     push_field(out, b"host", info.upstream_host.as_bytes());

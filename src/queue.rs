@@ -119,13 +119,13 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// hop's `traceparent` in place of the sender's.
 pub fn encode_headers(headers: &Fields, trace: &TraceParent) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    let ours = [(TRACEPARENT, trace.as_str().as_bytes())];
+    let ours = [(TRACEPARENT.as_bytes(), trace.as_str().as_bytes())];
     let sent = headers
         .iter()
-        .filter(|(k, _)| *k != TRACEPARENT)
+        .filter(|(k, _)| *k != TRACEPARENT.as_bytes())
         .map(|(k, v)| (k, v.as_bytes()));
     for (k, v) in sent.chain(ours) {
-        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(k);
         out.extend_from_slice(b": ");
         out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
@@ -322,7 +322,14 @@ async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitt
         }
         out.extend_from_slice(b"\r\n");
     };
-    let result = crate::upstream::send(&state.pool, head, &d.body, route.upstream_timeout).await;
+    let result = crate::upstream::send(
+        &state.pool,
+        head,
+        &d.body,
+        route.upstream_timeout,
+        std::time::Instant::now(),
+    )
+    .await;
     let got = match &result {
         Ok(resp) => Attempt::Answered {
             status: resp.status().as_u16(),
@@ -519,7 +526,12 @@ mod tests {
         let back = decode_headers(&encode_headers(&sent, &trace));
         let pairs = |f: &crate::fields::Fields| -> Vec<(String, Vec<u8>)> {
             f.iter()
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(k).into_owned(),
+                        v.as_bytes().to_vec(),
+                    )
+                })
                 .collect()
         };
         let mut want = pairs(&sent);

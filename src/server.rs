@@ -267,7 +267,16 @@ impl Gateway {
             .get(crate::trace::TRACEPARENT)
             .and_then(|v| crate::trace::TraceParent::parse(v.as_bytes()));
         let result = self
-            .handle_inner(req, body, peer, peer_text, conn, &request_id, &mut log)
+            .handle_inner(
+                req,
+                body,
+                peer,
+                peer_text,
+                conn,
+                &request_id,
+                &mut log,
+                start,
+            )
             .await;
         let mut resp = match result {
             Ok(resp) => resp,
@@ -343,6 +352,8 @@ impl Gateway {
         conn: ConnInfo,
         request_id: &HeaderValue,
         log: &mut AccessLog,
+        // The request's one clock reading: timestamps, the upstream deadline, the pool.
+        start: Instant,
     ) -> Result<Resp, Reject>
     where
         B: Body<Data = Bytes> + Unpin,
@@ -398,7 +409,7 @@ impl Gateway {
             body: &body,
             method: &req.method,
             query: req.uri.query(),
-            now_unix: crate::verify::now_unix(),
+            now_unix: crate::verify::unix_at(start),
         };
         if !route.handshakes.is_empty() {
             let incoming = handshake::Incoming {
@@ -446,7 +457,7 @@ impl Gateway {
         // in flight is refused for now; the ticket is settled when the forward ends.
         let ticket = match (&state.dedup, &route.dedup) {
             (Some(store), Some(spec)) => match spec.id_from.extract(&req.fields, &body) {
-                Some(id) => Some(Ticket::take(store, &id, Instant::now())?),
+                Some(id) => Some(Ticket::take(store, &id, start)?),
                 None => None,
             },
             _ => None,
@@ -456,20 +467,21 @@ impl Gateway {
         let trace = crate::trace::TraceParent::next_hop(log.traceparent);
         log.traceparent = Some(trace);
         if route.delivery == crate::config::Delivery::Queued {
-            return self
-                .enqueue(
-                    state,
-                    &req,
-                    body,
-                    peer_text,
-                    peer_trusted,
-                    conn,
-                    request_id,
-                    &trace,
-                    ticket,
-                    log,
-                )
-                .await;
+            // Boxed: the store's commit is the cost here, and unboxed its state would
+            // size (and be copied with) every forwarded request's future.
+            return Box::pin(self.enqueue(
+                state,
+                &req,
+                body,
+                peer_text,
+                peer_trusted,
+                conn,
+                request_id,
+                &trace,
+                ticket,
+                log,
+            ))
+            .await;
         }
 
         let path = forward::upstream_path(&route.upstream, req.uri.query());
@@ -493,7 +505,7 @@ impl Gateway {
         let head = |out: &mut Vec<u8>| {
             forward::write_upstream_head(out, &req.method, &path, &req.fields, &info)
         };
-        let sent = upstream::send(&state.pool, head, &body, route.upstream_timeout).await;
+        let sent = upstream::send(&state.pool, head, &body, route.upstream_timeout, start).await;
         state
             .metrics
             .upstream(sent.as_ref().map(|r| r.status().as_u16()).map_err(|e| *e));

@@ -81,7 +81,11 @@ where
             let mut stdout = io::stdout().lock();
             let _ = writeln!(stdout, "{} {}", head.method, head.uri);
             for (k, v) in head.fields.iter() {
-                let _ = writeln!(stdout, "{k}: {}", String::from_utf8_lossy(v.as_bytes()));
+                let (k, v) = (
+                    String::from_utf8_lossy(k),
+                    String::from_utf8_lossy(v.as_bytes()),
+                );
+                let _ = writeln!(stdout, "{k}: {v}");
             }
             let _ = writeln!(stdout, "\n{}\n", String::from_utf8_lossy(&body));
         }

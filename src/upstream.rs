@@ -250,21 +250,24 @@ impl Pool {
     }
 
     /// Expired connections met on the way are dropped, which frees their permits.
-    fn checkout(&self) -> Option<Conn> {
+    /// `now` is the caller's clock reading (the request's start on the request path).
+    fn checkout(&self, now: Instant) -> Option<Conn> {
         let mut idle = self.idle[idle_list()].lock().ok()?;
         while let Some(conn) = idle.pop() {
-            if conn.idle_since.elapsed() < self.settings.idle_timeout {
+            if now.saturating_duration_since(conn.idle_since) < self.settings.idle_timeout {
                 return Some(conn);
             }
         }
         None
     }
 
-    fn checkin(&self, mut conn: Conn) {
+    /// `since` is when the exchange began, not when it ended: no clock read per request,
+    /// and the error (one exchange's duration) only ever retires a connection early.
+    fn checkin(&self, mut conn: Conn, since: Instant) {
         if self.settings.max_idle_per_host == 0 {
             return;
         }
-        conn.idle_since = Instant::now();
+        conn.idle_since = since;
         if let Ok(mut idle) = self.idle[idle_list()].lock() {
             if idle.len() >= self.settings.max_idle_per_host {
                 // Drop the coldest one.
@@ -277,8 +280,8 @@ impl Pool {
 
     /// An idle connection if there is one (reuse first: an idle connection may hold the
     /// last permit), else a permit to open one, else waits for either.
-    async fn slot(&self) -> Result<Slot, Reject> {
-        if let Some(conn) = self.checkout() {
+    async fn slot(&self, now: Instant) -> Result<Slot, Reject> {
+        if let Some(conn) = self.checkout(now) {
             return Ok(Slot::Idle(conn));
         }
         match self.try_permit() {
@@ -318,7 +321,7 @@ impl Pool {
             // Registered before looking, so that a connection checked in between the
             // look and the wait still wakes us.
             returned.as_mut().enable();
-            if let Some(conn) = self.checkout() {
+            if let Some(conn) = self.checkout(Instant::now()) {
                 return Ok(Slot::Idle(conn));
             }
             if let Some(permit) = self.try_permit() {
@@ -329,7 +332,7 @@ impl Pool {
                 permit = Arc::clone(&self.permits).acquire_owned() => {
                     // A connection that went idle meanwhile saves a connect (and a
                     // handshake); the permit then goes to the next waiter.
-                    if let Some(conn) = self.checkout() {
+                    if let Some(conn) = self.checkout(Instant::now()) {
                         return Ok(Slot::Idle(conn));
                     }
                     // The semaphore is never closed.
@@ -399,16 +402,28 @@ impl Pool {
         head: H,
         body: &Bytes,
     ) -> Result<Response<Bytes>, Reject> {
-        let (conn, reused) = match self.slot().await? {
+        self.send_at(head, body, Instant::now()).await
+    }
+
+    /// `send` for an exchange that begins at `now` (a clock reading the caller has).
+    async fn send_at<H: Fn(&mut Vec<u8>)>(
+        &self,
+        head: H,
+        body: &Bytes,
+        now: Instant,
+    ) -> Result<Response<Bytes>, Reject> {
+        // Connecting is boxed: it happens once per connection, and its state (TCP and
+        // TLS) would otherwise size, and be copied with, every request's future.
+        let (conn, reused) = match self.slot(now).await? {
             Slot::Idle(conn) => (conn, true),
-            Slot::Fresh(permit) => (self.connect(permit).await?, false),
+            Slot::Fresh(permit) => (Box::pin(self.connect(permit)).await?, false),
         };
-        match self.exchange(conn, &head, body, reused).await {
+        match self.exchange(conn, &head, body, reused, now).await {
             Ok(resp) => Ok(resp),
             Err(Failed::Final(reject)) => Err(reject),
             Err(Failed::Stale(permit)) => {
-                let conn = self.connect(permit).await?;
-                match self.exchange(conn, &head, body, false).await {
+                let conn = Box::pin(self.connect(permit)).await?;
+                match self.exchange(conn, &head, body, false, now).await {
                     Ok(resp) => Ok(resp),
                     Err(Failed::Final(reject)) => Err(reject),
                     // A fresh connection is never stale; answer as a broken one would.
@@ -425,11 +440,12 @@ impl Pool {
         head: &H,
         body: &Bytes,
         reused: bool,
+        now: Instant,
     ) -> Result<Response<Bytes>, Failed> {
         match talk(&mut conn, head, body, reused).await {
             Ok((resp, reusable)) => {
                 if reusable {
-                    self.checkin(conn);
+                    self.checkin(conn, now);
                 }
                 Ok(resp)
             }
@@ -860,16 +876,23 @@ impl Pools {
     }
 }
 
-/// Sends a request through `pool` within `timeout`, the wait for a connection included.
+/// Sends a request through `pool` within `timeout` of `start`, the wait for a
+/// connection included. `start` is the caller's clock reading (the request's start on
+/// the request path), so that the exchange reads no clock of its own.
 pub async fn send<H: Fn(&mut Vec<u8>)>(
     pool: &Pool,
     head: H,
     body: &Bytes,
     timeout: Duration,
+    start: Instant,
 ) -> Result<Response<Bytes>, Reject> {
-    tokio::time::timeout(timeout, pool.send(head, body))
-        .await
-        .map_err(|_| Reject::UpstreamTimeout)?
+    let exchange = pool.send_at(head, body, start);
+    let result = match start.checked_add(timeout) {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange).await,
+        // A timeout past the clock's range does not expire.
+        None => Ok(exchange.await),
+    };
+    result.map_err(|_| Reject::UpstreamTimeout)?
 }
 
 #[cfg(test)]
@@ -1204,8 +1227,8 @@ mod tests {
         let pool = Pool::new(auth.clone(), limited(1, max_idle));
         let body = Bytes::from_static(b"data");
         let (a, b) = tokio::join!(
-            send(&pool, req(&auth, "/a"), &body, LONG),
-            send(&pool, req(&auth, "/b"), &body, LONG),
+            send(&pool, req(&auth, "/a"), &body, LONG, Instant::now()),
+            send(&pool, req(&auth, "/b"), &body, LONG, Instant::now()),
         );
         assert_eq!(a.unwrap().status(), 200);
         assert_eq!(b.unwrap().status(), 200);
@@ -1229,7 +1252,7 @@ mod tests {
         let body = Bytes::from_static(b"data");
         // Worker 0 (this thread) opens the only connection the pool allows; it goes idle.
         assert_eq!(
-            send(&pool, req(&auth, "/a"), &body, LONG)
+            send(&pool, req(&auth, "/a"), &body, LONG, Instant::now())
                 .await
                 .unwrap()
                 .status(),
@@ -1248,15 +1271,27 @@ mod tests {
                 .unwrap();
             rt.block_on(async {
                 let started = Instant::now();
-                let status = send(&p, req(&a, "/b"), &Bytes::from_static(b"data"), LONG)
-                    .await
-                    .unwrap()
-                    .status();
+                let status = send(
+                    &p,
+                    req(&a, "/b"),
+                    &Bytes::from_static(b"data"),
+                    LONG,
+                    Instant::now(),
+                )
+                .await
+                .unwrap()
+                .status();
                 assert!(started.elapsed() < Duration::from_secs(2), "it waited");
                 // Its next request reuses its own connection.
-                send(&p, req(&a, "/c"), &Bytes::from_static(b"data"), LONG)
-                    .await
-                    .unwrap();
+                send(
+                    &p,
+                    req(&a, "/c"),
+                    &Bytes::from_static(b"data"),
+                    LONG,
+                    Instant::now(),
+                )
+                .await
+                .unwrap();
                 status
             })
         });
@@ -1268,7 +1303,7 @@ mod tests {
         assert_eq!((pool.open_count(), pool.idle_count()), (1, 1));
         // That idle connection is worker 1's: worker 0 now frees it in turn.
         assert_eq!(
-            send(&pool, req(&auth, "/d"), &body, LONG)
+            send(&pool, req(&auth, "/d"), &body, LONG, Instant::now())
                 .await
                 .unwrap()
                 .status(),
@@ -1292,12 +1327,21 @@ mod tests {
         let body = Bytes::from_static(b"data");
         let first = {
             let (pool, auth, body) = (pool.clone(), auth.clone(), body.clone());
-            tokio::spawn(async move { send(&pool, req(&auth, "/a"), &body, LONG).await })
+            tokio::spawn(
+                async move { send(&pool, req(&auth, "/a"), &body, LONG, Instant::now()).await },
+            )
         };
         while pool.open_count() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let second = send(&pool, req(&auth, "/b"), &body, Duration::from_millis(150)).await;
+        let second = send(
+            &pool,
+            req(&auth, "/b"),
+            &body,
+            Duration::from_millis(150),
+            Instant::now(),
+        )
+        .await;
         assert_eq!(second.unwrap_err(), Reject::UpstreamTimeout);
         assert_eq!(first.await.unwrap().unwrap().status(), 200);
         assert_eq!(
@@ -1318,7 +1362,7 @@ mod tests {
         let pool = Pool::new(auth.clone(), settings);
         let body = Bytes::from_static(b"data");
         assert_eq!(
-            send(&pool, req(&auth, "/"), &body, LONG)
+            send(&pool, req(&auth, "/"), &body, LONG, Instant::now())
                 .await
                 .unwrap()
                 .status(),
@@ -1327,7 +1371,14 @@ mod tests {
         assert_eq!(pool.open_count(), 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
         // The only permit is held by an expired idle connection.
-        let r = send(&pool, req(&auth, "/"), &body, Duration::from_secs(2)).await;
+        let r = send(
+            &pool,
+            req(&auth, "/"),
+            &body,
+            Duration::from_secs(2),
+            Instant::now(),
+        )
+        .await;
         assert_eq!(r.unwrap().status(), 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         assert_eq!(pool.open_count(), 1);
@@ -1343,7 +1394,9 @@ mod tests {
         let pool = Pool::new(auth.clone(), limited(1, 4));
         let body = Bytes::from_static(b"data");
         for expected in [b"1", b"2"] {
-            let r = send(&pool, req(&auth, "/"), &body, LONG).await.unwrap();
+            let r = send(&pool, req(&auth, "/"), &body, LONG, Instant::now())
+                .await
+                .unwrap();
             assert_eq!(&r.body()[..], expected);
         }
         assert_eq!(server.await.unwrap().len(), 3);

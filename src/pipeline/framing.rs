@@ -77,12 +77,12 @@ pub fn check(version: Version, uri: &Uri, headers: &Fields) -> Result<(), Malfor
     let mut transfer_encodings = 0usize;
     let mut hosts = 0usize;
     for (name, value) in headers.iter() {
-        if name == header::CONTENT_LENGTH {
+        if name == b"content-length" {
             content_lengths += 1;
             if value.as_bytes().contains(&b',') {
                 return Err(Malformed::DuplicateContentLength);
             }
-        } else if name == header::TRANSFER_ENCODING {
+        } else if name == b"transfer-encoding" {
             transfer_encodings += 1;
             if !value
                 .as_bytes()
@@ -91,12 +91,12 @@ pub fn check(version: Version, uri: &Uri, headers: &Fields) -> Result<(), Malfor
             {
                 return Err(Malformed::UnsupportedTransferEncoding);
             }
-        } else if name == header::HOST {
+        } else if name == b"host" {
             hosts += 1;
             if !valid_host(value.as_bytes()) {
                 return Err(Malformed::InvalidHost);
             }
-        } else if name.as_bytes().contains(&b'_') {
+        } else if name.contains(&b'_') {
             return Err(Malformed::UnderscoreInHeaderName);
         }
     }
