@@ -24,6 +24,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod fields;
 pub mod forward;

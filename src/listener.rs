@@ -418,8 +418,8 @@ impl ConnCtx {
                 let conn = crate::server::ConnInfo { tls };
                 let (head, body) = req.into_parts();
                 let head = crate::fields::RequestHead::from(head);
-                let resp = gateway.handle(head, body, peer, &peer_text, conn).await;
-                drop(busy);
+                let (resp, at) = gateway.handle(head, body, peer, &peer_text, conn).await;
+                busy.end_at(at);
                 Ok(resp)
             }
         })
@@ -644,7 +644,11 @@ impl ConnTrack {
     }
 
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.since_epoch(Instant::now())
+    }
+
+    fn since_epoch(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
     fn reset_head(&self) {
@@ -656,7 +660,7 @@ impl ConnTrack {
     pub(crate) fn begin(self: &Arc<Self>) -> Busy {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(NONE, Ordering::Relaxed);
-        Busy(self.clone())
+        Busy(self.clone(), None)
     }
 
     /// `Ok(wait)`: check again after `wait`; `Err`: the connection is past a deadline.
@@ -685,11 +689,22 @@ impl ConnTrack {
 }
 
 /// A request in progress on a connection.
-pub(crate) struct Busy(Arc<ConnTrack>);
+pub(crate) struct Busy(Arc<ConnTrack>, Option<Instant>);
+
+impl Busy {
+    /// The request ended at `at` (a clock reading the caller has): no reading of its own.
+    pub(crate) fn end_at(mut self, at: Instant) {
+        self.1 = Some(at);
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.idle_since.store(self.0.now(), Ordering::Relaxed);
+        let at = match self.1 {
+            Some(at) => self.0.since_epoch(at),
+            None => self.0.now(),
+        };
+        self.0.idle_since.store(at, Ordering::Relaxed);
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -730,6 +745,24 @@ mod tests {
         let busy = t.begin();
         assert!(t.check(&l, true).is_ok());
         drop(busy);
+    }
+
+    #[test]
+    fn a_request_ended_at_a_given_time_starts_the_idle_clock_then() {
+        let l = limits(50, 200);
+        let t = Arc::new(ConnTrack::new());
+        // Ended 150 ms before now (by the handler's reading): 50 ms of idleness are left.
+        let busy = t.begin();
+        std::thread::sleep(Duration::from_millis(160));
+        busy.end_at(Instant::now() - Duration::from_millis(150));
+        let wait = t.check(&l, false).unwrap();
+        assert!(wait <= Duration::from_millis(50), "{wait:?}");
+        // A reading from before the connection opened counts from its start (160 ms
+        // ago or more): at most 40 ms of idleness are left.
+        let busy = t.begin();
+        busy.end_at(t.epoch - Duration::from_millis(1));
+        let wait = t.check(&l, false).unwrap_or_default();
+        assert!(wait <= Duration::from_millis(40), "{wait:?}");
     }
 
     #[test]

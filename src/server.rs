@@ -245,6 +245,8 @@ impl Gateway {
 
     /// The outer layer: request id, the stages, error → response, one log line.
     /// `peer_text` is the peer's address as text, rendered once per connection.
+    /// Returns the answer and when it was ready: the request's last clock reading, which
+    /// the connection uses for its idle time and the answer's `Date`.
     pub async fn handle<B>(
         &self,
         req: RequestHead,
@@ -252,7 +254,7 @@ impl Gateway {
         peer: SocketAddr,
         peer_text: &str,
         conn: ConnInfo,
-    ) -> Resp
+    ) -> (Resp, Instant)
     where
         B: Body<Data = Bytes> + Unpin,
     {
@@ -303,9 +305,15 @@ impl Gateway {
                 resp
             }
         };
-        self.finish(&mut resp, &log, request_id, start.elapsed());
+        let end = Instant::now();
+        self.finish(
+            &mut resp,
+            &log,
+            request_id,
+            end.saturating_duration_since(start),
+        );
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        resp
+        (resp, end)
     }
 
     /// Every answer's last step: its request id, its access line, its metrics.
@@ -409,7 +417,7 @@ impl Gateway {
             body: &body,
             method: &req.method,
             query: req.uri.query(),
-            now_unix: crate::verify::unix_at(start),
+            now_unix: crate::clock::unix_at(start),
         };
         if !route.handshakes.is_empty() {
             let incoming = handshake::Incoming {

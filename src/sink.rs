@@ -65,6 +65,7 @@ where
                         &http::HeaderMap::new(),
                         0,
                         true,
+                        codec::date::now_secs(),
                     );
                     io.write_all(&out).await?;
                     return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")));
@@ -92,7 +93,8 @@ where
         out.clear();
         let close = !head.keep_alive;
         let bodiless = head.method == http::Method::HEAD;
-        codec::write_response_head(&mut out, status, &http::HeaderMap::new(), 3, close);
+        let now = codec::date::now_secs();
+        codec::write_response_head(&mut out, status, &http::HeaderMap::new(), 3, close, now);
         if !bodiless {
             out.extend_from_slice(b"ok\n");
         }

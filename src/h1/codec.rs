@@ -359,6 +359,7 @@ pub fn write_response_head(
     headers: &HeaderMap,
     body_len: usize,
     close: bool,
+    unix_secs: u64,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -379,7 +380,7 @@ pub fn write_response_head(
     }
     if !headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
-        date::with_now(|d| out.extend_from_slice(d));
+        date::with_secs(unix_secs, |d| out.extend_from_slice(d));
         out.extend_from_slice(b"\r\n");
     }
     // 1xx, 204 and 304 carry no body and no length (RFC 9110 §8.6).
@@ -429,18 +430,18 @@ fn itoa_buf(mut n: u64) -> Digits {
 /// per thread.
 pub mod date {
     use std::cell::RefCell;
-    use std::time::{SystemTime, UNIX_EPOCH};
 
     thread_local! {
         static CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
     }
 
-    /// Calls `f` with the current date.
-    pub fn with_now<R>(f: impl FnOnce(&[u8]) -> R) -> R {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+    /// Seconds since the Unix epoch, now (for an answer without a request's clock).
+    pub fn now_secs() -> u64 {
+        crate::clock::now_unix().max(0) as u64
+    }
+
+    /// Calls `f` with the date `secs` seconds after the Unix epoch.
+    pub fn with_secs<R>(secs: u64, f: impl FnOnce(&[u8]) -> R) -> R {
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
             if c.0 != secs {
@@ -722,11 +723,21 @@ mod tests {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         let mut out = Vec::new();
-        write_response_head(&mut out, http::StatusCode::NOT_ACCEPTABLE, &h, 19, true);
+        write_response_head(
+            &mut out,
+            http::StatusCode::NOT_ACCEPTABLE,
+            &h,
+            19,
+            true,
+            784_111_777,
+        );
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 406 Not Acceptable\r\nx-request-id: abc\r\ndate: "));
-        assert!(text.ends_with("GMT\r\ncontent-length: 19\r\nconnection: close\r\n\r\n"));
-        assert!(!text.contains("99") && !text.contains("keep-alive"));
+        assert!(text.starts_with("HTTP/1.1 406 Not Acceptable\r\nx-request-id: abc\r\n"));
+        // The date is the one the caller gives (the answer's time), not a clock reading.
+        assert!(text.ends_with(
+            "date: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 19\r\nconnection: close\r\n\r\n"
+        ));
+        assert!(!text.contains("length: 99") && !text.contains("keep-alive"));
     }
 
     #[test]

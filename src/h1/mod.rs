@@ -122,7 +122,8 @@ where
                 tracing::debug!(peer = %ctx.peer, error = ?e, "request head refused");
                 let resp = ctx.gateway().refuse_head(ctx.peer, e.malformed());
                 drop(busy);
-                write_response(&mut input.io, resp, false, true).await?;
+                let now = codec::date::now_secs();
+                write_response(&mut input.io, resp, false, true, now).await?;
                 linger(&mut input.io).await;
                 return Ok(());
             }
@@ -159,7 +160,7 @@ where
         let conn = ConnInfo { tls: ctx.tls };
         // Boxed: the handler's state (several KiB) exists while a request runs, not for
         // as long as the connection is open.
-        let resp = Box::pin(gateway.handle(req, body, ctx.peer, &ctx.peer_text, conn)).await;
+        let (resp, at) = Box::pin(gateway.handle(req, body, ctx.peer, &ctx.peer_text, conn)).await;
         // The next request starts after this one's body: read to its end, or in hand.
         let body_done = matches!(input.body, BodyState::Done | BodyState::Ready(_));
         input.body = BodyState::Done;
@@ -171,8 +172,9 @@ where
                 .get(http::header::CONNECTION)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         // A client that stops reading its answer is idle time for the watchdog.
-        drop(busy);
-        write_response(&mut input.io, resp, head_only, close).await?;
+        busy.end_at(at);
+        let date = crate::clock::unix_at(at).max(0) as u64;
+        write_response(&mut input.io, resp, head_only, close, date).await?;
         if close {
             linger(&mut input.io).await;
             return Ok(());
@@ -358,6 +360,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
     resp: Resp,
     head_only: bool,
     close: bool,
+    unix_secs: u64,
 ) -> io::Result<()> {
     let (parts, mut full) = resp.into_parts();
     // A `Full` body is one frame, ready at once.
@@ -380,6 +383,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
                     &parts.headers,
                     body.len(),
                     close,
+                    unix_secs,
                 );
                 if inline {
                     out.extend_from_slice(&body);
