@@ -60,7 +60,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Head, Malformed> {
                 keep_alive,
             } => Head::Done {
                 len,
-                resp,
+                resp: resp.into_response().map(|_| ()),
                 framing: match framing {
                     F::None => Framing::None,
                     F::Length(n) => Framing::Length(n),

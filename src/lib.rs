@@ -23,6 +23,7 @@
 //! - [`net`]: CIDR sets.
 
 pub mod admin;
+pub mod answer;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -397,9 +397,10 @@ impl ConnCtx {
         &self,
     ) -> impl hyper::service::Service<
         http::Request<hyper::body::Incoming>,
-        Response = crate::server::Resp,
+        Response = crate::answer::HttpResponse,
         Error = std::convert::Infallible,
-        Future = impl Future<Output = Result<crate::server::Resp, std::convert::Infallible>> + Send,
+        Future = impl Future<Output = Result<crate::answer::HttpResponse, std::convert::Infallible>>
+                     + Send,
     > + Clone {
         let shared = self.shared.clone();
         let track = self.track.clone();
@@ -420,7 +421,7 @@ impl ConnCtx {
                 let head = crate::fields::RequestHead::from(head);
                 let (resp, at) = gateway.handle(head, body, peer, &peer_text, conn).await;
                 busy.end_at(at);
-                Ok(resp)
+                Ok(resp.into_response())
             }
         })
     }

@@ -14,6 +14,7 @@
 //! Each forwarded request carries `X-Hookgate-Delivery-Id` (the store's instance id and
 //! the row id) and `X-Hookgate-Attempt`, since delivery is at least once.
 
+use crate::answer::Answer;
 use crate::config::RetrySpec;
 use crate::fields::Fields;
 use crate::forward::{self, ForwardInfo};
@@ -22,7 +23,7 @@ use crate::pipeline::Reject;
 use crate::server::Gateway;
 use crate::store::{now_ms, Outcome, Store, Stored};
 use crate::trace::{TraceParent, TRACEPARENT};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -106,12 +107,8 @@ pub fn decide(
 }
 
 /// A Retry-After value in seconds (the HTTP-date form is rare for webhooks and ignored).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+pub fn retry_after(answer: &Answer) -> Option<Duration> {
+    let v = std::str::from_utf8(answer.get("retry-after")?).ok()?.trim();
     v.parse::<u64>().ok().map(Duration::from_secs)
 }
 
@@ -332,8 +329,8 @@ async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitt
     .await;
     let got = match &result {
         Ok(resp) => Attempt::Answered {
-            status: resp.status().as_u16(),
-            retry_after: retry_after(resp.headers()),
+            status: resp.status.as_u16(),
+            retry_after: retry_after(resp),
         },
         Err(reject) => Attempt::Failed(*reject),
     };
@@ -516,7 +513,7 @@ mod tests {
 
     #[test]
     fn headers_round_trip_through_their_stored_form() {
-        let mut h = HeaderMap::new();
+        let mut h = http::HeaderMap::new();
         h.append("content-type", HeaderValue::from_static("application/json"));
         h.append("x-multi", HeaderValue::from_static("a"));
         h.append("x-multi", HeaderValue::from_static("b: c"));
@@ -542,13 +539,10 @@ mod tests {
         let back = decode_headers(&encode_headers(&crate::fields::Fields::from(&h), &trace));
         let traces: Vec<&[u8]> = back.get_all(TRACEPARENT).map(|v| v.as_bytes()).collect();
         assert_eq!(traces, [trace.as_str().as_bytes()]);
-        let mut ra = HeaderMap::new();
-        ra.insert("retry-after", HeaderValue::from_static(" 7 "));
+        let mut ra = Answer::new(http::StatusCode::SERVICE_UNAVAILABLE, bytes::Bytes::new());
+        ra.push("retry-after", b" 7 ");
         assert_eq!(retry_after(&ra), Some(Duration::from_secs(7)));
-        ra.insert(
-            "retry-after",
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
+        ra.set("retry-after", b"Wed, 21 Oct 2015 07:28:00 GMT");
         assert_eq!(retry_after(&ra), None);
     }
 

@@ -18,8 +18,7 @@ use crate::pipeline::{self, body, client_ip, Reject};
 use crate::upstream::{self, Pool};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode, Uri};
-use http_body_util::Full;
+use http::{StatusCode, Uri};
 use hyper::body::Body;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -145,7 +144,7 @@ impl RequestIds {
     }
 }
 
-pub type Resp = Response<Full<Bytes>>;
+pub use crate::answer::Answer;
 
 /// What the connection knows about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,7 +253,7 @@ impl Gateway {
         peer: SocketAddr,
         peer_text: &str,
         conn: ConnInfo,
-    ) -> (Resp, Instant)
+    ) -> (Answer, Instant)
     where
         B: Body<Data = Bytes> + Unpin,
     {
@@ -292,15 +291,12 @@ impl Gateway {
                 // A head another parser could read differently: do not read another
                 // request from this connection (HAProxy does the same).
                 if let Reject::Malformed(_) = reject {
-                    resp.headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    resp.close_after();
                 }
                 // A route that answers handshake probes allows their methods too.
                 if let (Reject::MethodNotAllowed, Some(i)) = (reject, log.route_index) {
                     let allow = handshake::allowed_methods(self.routes[i].route.handshakes);
-                    if let Ok(v) = HeaderValue::from_str(&allow) {
-                        resp.headers_mut().insert(header::ALLOW, v);
-                    }
+                    resp.set("allow", allow.as_bytes());
                 }
                 resp
             }
@@ -317,10 +313,11 @@ impl Gateway {
     }
 
     /// Every answer's last step: its request id, its access line, its metrics.
-    fn finish(&self, resp: &mut Resp, log: &AccessLog, request_id: HeaderValue, took: Duration) {
+    fn finish(&self, resp: &mut Answer, log: &AccessLog, request_id: HeaderValue, took: Duration) {
         let route_name = log.route_index.map(|i| self.routes[i].route.name.as_str());
-        log.emit(route_name, &request_id, resp.status(), took);
-        resp.headers_mut().insert(X_REQUEST_ID, request_id);
+        log.emit(route_name, &request_id, resp.status, took);
+        // Never one from the upstream: its X-Request-Id is not forwarded back as ours.
+        resp.set(X_REQUEST_ID.as_str(), request_id.as_bytes());
         match log.route_index {
             Some(i) => self.routes[i]
                 .metrics
@@ -337,7 +334,7 @@ impl Gateway {
     /// A request head the HTTP/1 codec refused (not HTTP/1.x, a bad Content-Length,
     /// over the size or field limits): answered, logged and counted like every other
     /// rejection. The connection is closed after the answer.
-    pub fn refuse_head(&self, peer: SocketAddr, why: pipeline::framing::Malformed) -> Resp {
+    pub fn refuse_head(&self, peer: SocketAddr, why: pipeline::framing::Malformed) -> Answer {
         let reject = Reject::Malformed(why);
         let request_id = self.ids.take(None);
         let mut log = AccessLog::new(peer.ip(), http::Method::default(), Uri::from_static("*"));
@@ -362,7 +359,7 @@ impl Gateway {
         log: &mut AccessLog,
         // The request's one clock reading: timestamps, the upstream deadline, the pool.
         start: Instant,
-    ) -> Result<Resp, Reject>
+    ) -> Result<Answer, Reject>
     where
         B: Body<Data = Bytes> + Unpin,
     {
@@ -516,22 +513,22 @@ impl Gateway {
         let sent = upstream::send(&state.pool, head, &body, route.upstream_timeout, start).await;
         state
             .metrics
-            .upstream(sent.as_ref().map(|r| r.status().as_u16()).map_err(|e| *e));
-        let up_resp = sent?;
-        log.upstream_status = Some(up_resp.status());
-        let status = forward::map_upstream_status(up_resp.status())?;
+            .upstream(sent.as_ref().map(|r| r.status.as_u16()).map_err(|e| *e));
+        // The upstream's end-to-end fields (its hop-by-hop ones were dropped when parsed)
+        // and body, under the status the sender's retry contract wants.
+        let mut answer = sent?;
+        log.upstream_status = Some(answer.status);
+        let status = forward::map_upstream_status(answer.status)?;
         if let (Some(ticket), true) = (ticket, status.is_success()) {
             ticket.accept(Instant::now());
         }
-        // The upstream's end-to-end fields (its hop-by-hop ones were dropped when parsed).
-        let (mut up_parts, up_body) = up_resp.into_parts();
-        up_parts.status = status;
+        answer.status = status;
         log.outcome = if status.is_success() {
             "accepted"
         } else {
             "upstream_rejected"
         };
-        Ok(Response::from_parts(up_parts, Full::new(up_body)))
+        Ok(answer)
     }
 }
 
@@ -551,7 +548,7 @@ impl Gateway {
         trace: &crate::trace::TraceParent,
         ticket: Option<Ticket>,
         log: &mut AccessLog,
-    ) -> Result<Resp, Reject> {
+    ) -> Result<Answer, Reject> {
         let queue = self.queue.as_ref().ok_or(Reject::StoreUnavailable)?;
         let route = &state.route;
         let original_host = match req.fields.get(header::HOST) {
@@ -586,20 +583,17 @@ impl Gateway {
         }
         queue.notify(&route.name);
         log.outcome = "queued";
-        let mut resp = Response::new(Full::new(Bytes::from_static(b"queued\n")));
-        if let Ok(v) = HeaderValue::from_str(&queue.delivery_id(id)) {
-            resp.headers_mut().insert("x-hookgate-delivery-id", v);
-        }
+        let mut resp = Answer::new(StatusCode::OK, Bytes::from_static(b"queued\n"));
+        resp.push("x-hookgate-delivery-id", queue.delivery_id(id).as_bytes());
         Ok(resp)
     }
 }
 
 /// A handshake's answer as a response.
-fn handshake_response(answer: handshake::Answer) -> Resp {
-    let mut resp = Response::new(Full::new(answer.body));
-    *resp.status_mut() = answer.status;
-    for (k, v) in answer.headers {
-        resp.headers_mut().append(k, v);
+fn handshake_response(answer: handshake::Answer) -> Answer {
+    let mut resp = Answer::new(answer.status, answer.body);
+    for (k, v) in &answer.headers {
+        resp.push(k.as_str(), v.as_bytes());
     }
     resp
 }
@@ -667,23 +661,17 @@ fn write_secret_file(path: &str, secret: &[u8]) -> std::io::Result<()> {
 
 /// The answer to a failed request: the status, a short reason, and the headers the
 /// status calls for. Never anything about what the right signature would have been.
-pub fn reject_response(reject: Reject, reject_status: StatusCode) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from_static(reason_body(reject))));
-    *resp.status_mut() = reject.status(reject_status);
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+pub fn reject_response(reject: Reject, reject_status: StatusCode) -> Answer {
+    let body = Bytes::from_static(reason_body(reject));
+    let mut resp = Answer::new(reject.status(reject_status), body);
+    resp.push("content-type", b"text/plain; charset=utf-8");
     match reject {
         Reject::RateLimited { retry_after_secs } => {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            resp.push("retry-after", retry_after_secs.to_string().as_bytes());
         }
-        Reject::MethodNotAllowed => {
-            h.insert(header::ALLOW, HeaderValue::from_static("POST"));
-        }
+        Reject::MethodNotAllowed => resp.push("allow", b"POST"),
         Reject::DuplicateInFlight | Reject::StoreFull | Reject::StoreUnavailable => {
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            resp.push("retry-after", b"5");
         }
         _ => {}
     }
@@ -1093,15 +1081,15 @@ mod tests {
             },
             StatusCode::NOT_ACCEPTABLE,
         );
-        assert_eq!(r.status(), 429);
-        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(r.status, 429);
+        assert_eq!(r.get("retry-after"), Some(&b"3"[..]));
         let r = reject_response(Reject::MethodNotAllowed, StatusCode::NOT_ACCEPTABLE);
-        assert_eq!(r.headers()[header::ALLOW], "POST");
+        assert_eq!(r.get("allow"), Some(&b"POST"[..]));
         let r = reject_response(
             Reject::Verify(VerifyError::SignatureMismatch),
             StatusCode::BAD_REQUEST,
         );
-        assert_eq!(r.status(), 400);
+        assert_eq!(r.status, 400);
         assert_eq!(
             reason_body(Reject::Verify(VerifyError::SignatureMismatch)),
             b"signature_mismatch\n"

@@ -8,8 +8,9 @@
 //! connection is closed. No per-field allocation, so a gateway that forwards more
 //! fields is not charged for them here.
 
+use crate::answer::Answer;
 use crate::h1::codec::{self, Chunk, Chunked, Framing};
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::StatusCode;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = Vec::with_capacity(256);
+    let ok = Answer::new(status, Bytes::from_static(b"ok\n"));
     loop {
         let head = loop {
             match codec::parse_head(&mut buf, MAX_HEAD, MAX_FIELDS) {
@@ -59,14 +61,8 @@ where
                 }
                 Err(e) => {
                     out.clear();
-                    codec::write_response_head(
-                        &mut out,
-                        StatusCode::BAD_REQUEST,
-                        &http::HeaderMap::new(),
-                        0,
-                        true,
-                        codec::date::now_secs(),
-                    );
+                    let refused = Answer::new(StatusCode::BAD_REQUEST, Bytes::new());
+                    codec::write_response_head(&mut out, &refused, true, codec::date::now_secs());
                     io.write_all(&out).await?;
                     return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")));
                 }
@@ -94,9 +90,9 @@ where
         let close = !head.keep_alive;
         let bodiless = head.method == http::Method::HEAD;
         let now = codec::date::now_secs();
-        codec::write_response_head(&mut out, status, &http::HeaderMap::new(), 3, close, now);
+        codec::write_response_head(&mut out, &ok, close, now);
         if !bodiless {
-            out.extend_from_slice(b"ok\n");
+            out.extend_from_slice(&ok.body);
         }
         io.write_all(&out).await?;
         if close {

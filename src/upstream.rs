@@ -22,13 +22,14 @@
 //! answer arrives; such a request is retried once on a new connection. Nothing else is
 //! retried: a webhook must not be delivered twice because of the gateway.
 
+use crate::answer::Answer;
 use crate::config::PoolSettings;
 use crate::pipeline::Reject;
 use crate::tls::ClientTls;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderName;
 use http::uri::Authority;
-use http::{Response, StatusCode, Version};
+use http::StatusCode;
 use rustls::pki_types::ServerName;
 use std::collections::HashMap;
 use std::io;
@@ -397,11 +398,7 @@ impl Pool {
     /// Sends one request and reads the whole answer. `head` writes the request head
     /// into a buffer (it may be called twice, for the one retry); the caller bounds the
     /// exchange in time, including the wait for a connection.
-    pub async fn send<H: Fn(&mut Vec<u8>)>(
-        &self,
-        head: H,
-        body: &Bytes,
-    ) -> Result<Response<Bytes>, Reject> {
+    pub async fn send<H: Fn(&mut Vec<u8>)>(&self, head: H, body: &Bytes) -> Result<Answer, Reject> {
         self.send_at(head, body, Instant::now()).await
     }
 
@@ -411,7 +408,7 @@ impl Pool {
         head: H,
         body: &Bytes,
         now: Instant,
-    ) -> Result<Response<Bytes>, Reject> {
+    ) -> Result<Answer, Reject> {
         // Connecting is boxed: it happens once per connection, and its state (TCP and
         // TLS) would otherwise size, and be copied with, every request's future.
         let (conn, reused) = match self.slot(now).await? {
@@ -441,7 +438,7 @@ impl Pool {
         body: &Bytes,
         reused: bool,
         now: Instant,
-    ) -> Result<Response<Bytes>, Failed> {
+    ) -> Result<Answer, Failed> {
         match talk(&mut conn, head, body, reused).await {
             Ok((resp, reusable)) => {
                 if reusable {
@@ -462,7 +459,7 @@ async fn talk<H: Fn(&mut Vec<u8>)>(
     head: &H,
     body: &Bytes,
     reused: bool,
-) -> Result<(Response<Bytes>, bool), Failure> {
+) -> Result<(Answer, bool), Failure> {
     head(&mut conn.head);
     write_request(conn, body)
         .await
@@ -472,7 +469,7 @@ async fn talk<H: Fn(&mut Vec<u8>)>(
         })?;
     let mut buf = std::mem::take(&mut conn.read);
     buf.clear();
-    let (resp, framing, keep_alive) = read_head(&mut conn.stream, &mut buf, reused).await?;
+    let (mut resp, framing, keep_alive) = read_head(&mut conn.stream, &mut buf, reused).await?;
     let (body, buf) = read_body(&mut conn.stream, buf, framing)
         .await
         .map_err(|e| Failure {
@@ -482,8 +479,8 @@ async fn talk<H: Fn(&mut Vec<u8>)>(
     // Reuse requires the message to end exactly where the connection's data does.
     let reusable = keep_alive && buf.is_empty() && framing != Framing::Close;
     conn.read = buf;
-    let (parts, ()) = resp.into_parts();
-    Ok((Response::from_parts(parts, body), reusable))
+    resp.body = body;
+    Ok((resp, reusable))
 }
 
 /// Writes the head (already in `conn.head`) and the body. On failure, says whether the
@@ -526,7 +523,7 @@ async fn read_head(
     stream: &mut Stream,
     buf: &mut BytesMut,
     reused: bool,
-) -> Result<(Response<()>, Framing, bool), Failure> {
+) -> Result<(Answer, Framing, bool), Failure> {
     let broken = |stale: bool| Failure {
         reject: Reject::UpstreamBroken,
         stale,
@@ -591,7 +588,7 @@ pub(crate) enum Parsed {
     Informational(usize),
     Done {
         len: usize,
-        resp: Response<()>,
+        resp: Answer,
         framing: Framing,
         keep_alive: bool,
     },
@@ -625,14 +622,20 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, Malformed> {
         return Ok(Parsed::Informational(len));
     }
     let http10 = parsed.version == Some(0);
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // The end-to-end fields as header lines, copied once (room for the gateway's own).
+    let mut lines = Vec::with_capacity(len + 64);
+    let mut has_date = false;
     let mut length: Option<usize> = None;
     let mut chunked = false;
     let mut has_te = false;
     let (mut saw_close, mut saw_keep_alive) = (false, false);
     for h in parsed.headers.iter() {
+        // Validated as a HeaderName and a HeaderValue would be (the rules the answer's
+        // lines keep).
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Malformed)?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| Malformed)?;
+        if !crate::answer::valid_value(h.value) {
+            return Err(Malformed);
+        }
         if name == http::header::CONTENT_LENGTH {
             let text = std::str::from_utf8(h.value).map_err(|_| Malformed)?.trim();
             if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -661,7 +664,8 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, Malformed> {
             }
         }
         if !crate::forward::is_hop_by_hop(name.as_str()) {
-            headers.append(name, value);
+            has_date |= name == http::header::DATE;
+            crate::answer::push_line(&mut lines, name.as_str().as_bytes(), h.value);
         }
     }
     let close = saw_close || (http10 && !saw_keep_alive);
@@ -683,14 +687,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, Malformed> {
             None => Framing::Close,
         }
     };
-    let mut resp = Response::new(());
-    *resp.status_mut() = status;
-    *resp.version_mut() = if http10 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    *resp.headers_mut() = headers;
+    let resp = Answer::from_lines(status, lines, has_date);
     Ok(Parsed::Done {
         len,
         resp,
@@ -885,7 +882,7 @@ pub async fn send<H: Fn(&mut Vec<u8>)>(
     body: &Bytes,
     timeout: Duration,
     start: Instant,
-) -> Result<Response<Bytes>, Reject> {
+) -> Result<Answer, Reject> {
     let exchange = pool.send_at(head, body, start);
     let result = match start.checked_add(timeout) {
         Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange).await,
@@ -905,7 +902,7 @@ mod tests {
         parse_head(raw.as_bytes()).unwrap()
     }
 
-    fn done(raw: &str) -> (usize, Response<()>, Framing, bool) {
+    fn done(raw: &str) -> (usize, Answer, Framing, bool) {
         match head(raw) {
             Parsed::Done {
                 len,
@@ -920,11 +917,9 @@ mod tests {
     #[test]
     fn framing_and_reuse_from_the_head() {
         let (_, r, f, ka) = done("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello");
-        assert_eq!(
-            (r.status().as_u16(), f, ka),
-            (200, Framing::Length(5), true)
-        );
-        assert_eq!(r.headers()["x-a"], "b");
+        assert_eq!((r.status.as_u16(), f, ka), (200, Framing::Length(5), true));
+        // The end-to-end fields as lines; the framing ones are this hop's, not kept.
+        assert_eq!(r.lines(), b"x-a: b\r\n");
         let (_, _, f, ka) = done("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n");
         assert_eq!((f, ka), (Framing::Chunked, true));
         let (_, _, f, _) = done("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, \r\n\r\n");
@@ -1017,9 +1012,15 @@ mod tests {
 
     #[test]
     fn only_end_to_end_fields_are_kept() {
-        let (_, r, _, _) = done("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\nx-app: 1\r\ncontent-type: text/plain\r\n\r\nok");
-        let names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-app", "content-type"]);
+        let (_, r, _, _) = done("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\nX-App: 1\r\ncontent-type: text/plain\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\nok");
+        // Names in lower case, values as sent, in order; the upstream's date is kept.
+        assert_eq!(
+            r.lines(),
+            b"x-app: 1\r\ncontent-type: text/plain\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+        );
+        assert!(r.has_date());
+        // A value a header line cannot hold refuses the head.
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nx-a: a\x7fb\r\n\r\n").is_err());
     }
 
     /// A raw upstream that answers each connection's requests from a script.
@@ -1079,12 +1080,12 @@ mod tests {
         let pool = Pool::new(auth.clone(), settings());
         let body = Bytes::from_static(b"data");
         let r = pool.send(req(&auth, "/a"), &body).await.unwrap();
-        assert_eq!((r.status().as_u16(), &r.body()[..]), (200, &b"ok"[..]));
+        assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"ok"[..]));
         assert_eq!(pool.idle_count(), 1);
         let r = pool.send(req(&auth, "/b"), &body).await.unwrap();
-        assert_eq!((r.status().as_u16(), &r.body()[..]), (202, &b"abc"[..]));
+        assert_eq!((r.status.as_u16(), &r.body[..]), (202, &b"abc"[..]));
         let r = pool.send(req(&auth, "/c"), &body).await.unwrap();
-        assert_eq!(r.status(), 406);
+        assert_eq!(r.status, 406);
         assert_eq!(pool.idle_count(), 0, "connection: close is not pooled");
         let seen = server.await.unwrap();
         assert_eq!(seen.len(), 3, "all three on one connection");
@@ -1102,11 +1103,11 @@ mod tests {
         let pool = Pool::new(auth.clone(), settings());
         let body = Bytes::from_static(b"data");
         assert_eq!(
-            &pool.send(req(&auth, "/"), &body).await.unwrap().body()[..],
+            &pool.send(req(&auth, "/"), &body).await.unwrap().body[..],
             b"1"
         );
         assert_eq!(
-            &pool.send(req(&auth, "/"), &body).await.unwrap().body()[..],
+            &pool.send(req(&auth, "/"), &body).await.unwrap().body[..],
             b"2"
         );
         assert_eq!(server.await.unwrap().len(), 3);
@@ -1131,7 +1132,7 @@ mod tests {
             .send(req(&auth, "/"), &Bytes::from_static(b"data"))
             .await;
         // The scripted server closes after its answer, which ends the body.
-        assert_eq!(&r.unwrap().body()[..], b"until close");
+        assert_eq!(&r.unwrap().body[..], b"until close");
         assert_eq!(pool.idle_count(), 0);
 
         let (auth, _server) = scripted(vec![vec![
@@ -1230,8 +1231,8 @@ mod tests {
             send(&pool, req(&auth, "/a"), &body, LONG, Instant::now()),
             send(&pool, req(&auth, "/b"), &body, LONG, Instant::now()),
         );
-        assert_eq!(a.unwrap().status(), 200);
-        assert_eq!(b.unwrap().status(), 200);
+        assert_eq!(a.unwrap().status, 200);
+        assert_eq!(b.unwrap().status, 200);
         assert_eq!(peak.load(Ordering::SeqCst), 1, "never two requests at once");
         let accepted = accepted.load(Ordering::SeqCst);
         (pool, accepted)
@@ -1255,7 +1256,7 @@ mod tests {
             send(&pool, req(&auth, "/a"), &body, LONG, Instant::now())
                 .await
                 .unwrap()
-                .status(),
+                .status,
             200
         );
         assert_eq!((pool.open_count(), pool.idle_count()), (1, 1));
@@ -1280,7 +1281,7 @@ mod tests {
                 )
                 .await
                 .unwrap()
-                .status();
+                .status;
                 assert!(started.elapsed() < Duration::from_secs(2), "it waited");
                 // Its next request reuses its own connection.
                 send(
@@ -1306,7 +1307,7 @@ mod tests {
             send(&pool, req(&auth, "/d"), &body, LONG, Instant::now())
                 .await
                 .unwrap()
-                .status(),
+                .status,
             200
         );
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -1343,7 +1344,7 @@ mod tests {
         )
         .await;
         assert_eq!(second.unwrap_err(), Reject::UpstreamTimeout);
-        assert_eq!(first.await.unwrap().unwrap().status(), 200);
+        assert_eq!(first.await.unwrap().unwrap().status, 200);
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             1,
@@ -1365,7 +1366,7 @@ mod tests {
             send(&pool, req(&auth, "/"), &body, LONG, Instant::now())
                 .await
                 .unwrap()
-                .status(),
+                .status,
             200
         );
         assert_eq!(pool.open_count(), 1);
@@ -1379,7 +1380,7 @@ mod tests {
             Instant::now(),
         )
         .await;
-        assert_eq!(r.unwrap().status(), 200);
+        assert_eq!(r.unwrap().status, 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         assert_eq!(pool.open_count(), 1);
     }
@@ -1397,7 +1398,7 @@ mod tests {
             let r = send(&pool, req(&auth, "/"), &body, LONG, Instant::now())
                 .await
                 .unwrap();
-            assert_eq!(&r.body()[..], expected);
+            assert_eq!(&r.body[..], expected);
         }
         assert_eq!(server.await.unwrap().len(), 3);
         assert_eq!(pool.open_count(), 1);

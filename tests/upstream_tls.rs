@@ -253,8 +253,8 @@ async fn posts_arrive_byte_exact_and_the_answer_is_relayed() {
             )
             .await
             .unwrap();
-            assert_eq!(r.status(), 200);
-            assert_eq!(&r.body()[..], b"accepted");
+            assert_eq!(r.status, 200);
+            assert_eq!(&r.body[..], b"accepted");
         }
 
         let seen = up.seen();
@@ -290,7 +290,7 @@ async fn sequential_sends_share_one_tls_connection() {
                 std::time::Instant::now(),
             )
             .await;
-            assert_eq!(r.unwrap().status(), 200);
+            assert_eq!(r.unwrap().status, 200);
         }
         assert_eq!(up.seen().len(), 5);
         assert_eq!(up.accepted(), 1, "one handshake for all five");
@@ -366,7 +366,7 @@ async fn a_name_the_certificate_does_not_cover_is_refused() {
             std::time::Instant::now(),
         )
         .await;
-        assert_eq!(r.unwrap().status(), 200);
+        assert_eq!(r.unwrap().status, 200);
         assert_eq!(up.seen().len(), 1);
     })
     .await;
@@ -419,7 +419,7 @@ async fn an_mtls_upstream_gets_requests_only_with_the_client_certificate() {
             std::time::Instant::now(),
         )
         .await;
-        assert_eq!(r.unwrap().status(), 200);
+        assert_eq!(r.unwrap().status, 200);
         let seen = up.seen();
         assert_eq!(seen.len(), 1);
         assert_eq!((seen[0].path.as_str(), &seen[0].body), ("/in", &body));

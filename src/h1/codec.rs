@@ -14,10 +14,10 @@
 //! - chunk lines and the trailer section end in CRLF, never a bare LF; chunk sizes have
 //!   at most 16 hex digits; extensions and trailers are bounded and discarded.
 
+use crate::answer::Answer;
 use crate::fields::{Fields, Span};
 use crate::pipeline::framing::Malformed;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap};
 use http::{Method, Uri, Version};
 use std::mem::MaybeUninit;
 
@@ -350,35 +350,19 @@ fn hex(b: u8) -> u8 {
     }
 }
 
-/// Writes a response head: status line, the response's fields except the framing and
-/// connection ones (which are this hop's), `date` if the response has none,
-/// `content-length`, and `connection: close` when the connection ends after it.
-pub fn write_response_head(
-    out: &mut Vec<u8>,
-    status: http::StatusCode,
-    headers: &HeaderMap,
-    body_len: usize,
-    close: bool,
-    unix_secs: u64,
-) {
+/// Writes a response head: status line, the answer's fields (never framing or
+/// connection ones: those are this hop's), `date` (at `unix_secs`) if the answer has
+/// none, `content-length`, and `connection: close` when the connection ends after it.
+pub fn write_response_head(out: &mut Vec<u8>, answer: &Answer, close: bool, unix_secs: u64) {
+    let status = answer.status;
+    let body_len = answer.body.len();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || name == header::CONNECTION
-        {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !headers.contains_key(header::DATE) {
+    out.extend_from_slice(answer.lines());
+    if !answer.has_date() {
         out.extend_from_slice(b"date: ");
         date::with_secs(unix_secs, |d| out.extend_from_slice(d));
         out.extend_from_slice(b"\r\n");
@@ -717,27 +701,28 @@ mod tests {
 
     #[test]
     fn the_response_head_is_written_with_its_length_and_date() {
-        use http::HeaderValue;
-        let mut h = HeaderMap::new();
-        h.insert("x-request-id", HeaderValue::from_static("abc"));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        let mut out = Vec::new();
-        write_response_head(
-            &mut out,
+        let mut a = Answer::new(
             http::StatusCode::NOT_ACCEPTABLE,
-            &h,
-            19,
-            true,
-            784_111_777,
+            Bytes::from(vec![b'x'; 19]),
         );
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 406 Not Acceptable\r\nx-request-id: abc\r\n"));
+        a.push("x-request-id", b"abc");
+        let mut out = Vec::new();
+        write_response_head(&mut out, &a, true, 784_111_777);
         // The date is the one the caller gives (the answer's time), not a clock reading.
-        assert!(text.ends_with(
-            "date: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 19\r\nconnection: close\r\n\r\n"
-        ));
-        assert!(!text.contains("length: 99") && !text.contains("keep-alive"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 406 Not Acceptable\r\nx-request-id: abc\r\n\
+             date: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 19\r\nconnection: close\r\n\r\n"
+        );
+        // An answer with its own date keeps it; a bodiless status has no length.
+        let mut a = Answer::new(http::StatusCode::NO_CONTENT, Bytes::new());
+        a.push("date", b"Thu, 01 Jan 1970 00:00:00 GMT");
+        let mut out = Vec::new();
+        write_response_head(&mut out, &a, false, 784_111_777);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 204 No Content\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\n"
+        );
     }
 
     #[test]

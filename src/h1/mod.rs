@@ -33,7 +33,7 @@ pub mod codec;
 use crate::config::Limits;
 use crate::fields::RequestHead;
 use crate::listener::ConnCtx;
-use crate::server::{ConnInfo, Resp};
+use crate::server::{Answer, ConnInfo};
 use bytes::{BufMut, Bytes, BytesMut};
 use codec::{Chunk, Chunked, Framing};
 use hyper::body::{Body, Frame, SizeHint};
@@ -164,13 +164,7 @@ where
         // The next request starts after this one's body: read to its end, or in hand.
         let body_done = matches!(input.body, BodyState::Done | BodyState::Ready(_));
         input.body = BodyState::Done;
-        let close = !head.keep_alive
-            || !body_done
-            || ctx.track.is_closing()
-            || resp
-                .headers()
-                .get(http::header::CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let close = !head.keep_alive || !body_done || ctx.track.is_closing() || resp.closes();
         // A client that stops reading its answer is idle time for the watchdog.
         busy.end_at(at);
         let date = crate::clock::unix_at(at).max(0) as u64;
@@ -357,17 +351,12 @@ thread_local! {
 /// Writes a response: the head and a small body in one write.
 async fn write_response<S: AsyncWrite + Unpin>(
     io: &mut S,
-    resp: Resp,
+    resp: Answer,
     head_only: bool,
     close: bool,
     unix_secs: u64,
 ) -> io::Result<()> {
-    let (parts, mut full) = resp.into_parts();
-    // A `Full` body is one frame, ready at once.
-    let body = match poll_fn(|cx| Pin::new(&mut full).poll_frame(cx)).await {
-        Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
-        _ => Bytes::new(),
-    };
+    let body = &resp.body;
     let send_body = !head_only && !body.is_empty();
     let inline = send_body && body.len() <= INLINE_BODY;
     let mut left: Option<(Vec<u8>, usize)> = None;
@@ -377,16 +366,9 @@ async fn write_response<S: AsyncWrite + Unpin>(
             let written = SCRATCH.with(|s| {
                 let mut out = s.borrow_mut();
                 out.clear();
-                codec::write_response_head(
-                    &mut out,
-                    parts.status,
-                    &parts.headers,
-                    body.len(),
-                    close,
-                    unix_secs,
-                );
+                codec::write_response_head(&mut out, &resp, close, unix_secs);
                 if inline {
-                    out.extend_from_slice(&body);
+                    out.extend_from_slice(body);
                 }
                 let n = match Pin::new(&mut *io).poll_write(cx, &out) {
                     Poll::Ready(Ok(0)) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
@@ -416,7 +398,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
     })
     .await?;
     if send_body && !inline {
-        io.write_all(&body).await?;
+        io.write_all(body).await?;
     }
     io.flush().await
 }
