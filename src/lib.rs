@@ -40,6 +40,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod reload;
 pub mod server;
+pub mod sharded;
 pub mod sign;
 pub mod sink;
 pub mod store;

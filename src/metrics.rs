@@ -3,14 +3,17 @@
 //! and outcomes from closed enums, status classes are `2xx`..`5xx`; never a client
 //! address or a delivery id.
 
+use crate::sharded::{ShardedHistogram, ShardedU64};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+/// A counter the request path adds to: one shard per thread (see `sharded`).
+pub type HotCounter = Counter<u64, ShardedU64>;
 
 /// A route name as a label value, shared rather than copied per request.
 pub type RouteName = Arc<String>;
@@ -63,9 +66,9 @@ pub struct BuildLabels {
 /// Every metric hookgate exports.
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub latency: Family<RouteLabels, Histogram>,
-    pub upstream_responses: Family<UpstreamLabels, Counter>,
+    pub requests: Family<RequestLabels, HotCounter>,
+    pub latency: Family<RouteLabels, ShardedHistogram>,
+    pub upstream_responses: Family<UpstreamLabels, HotCounter>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub dedup_hits: Family<RouteLabels, Counter>,
     pub queue_pending: Family<RouteLabels, Gauge>,
@@ -88,7 +91,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("hookgate");
         let m = Metrics {
             requests: Family::default(),
-            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            latency: Family::new_with_constructor(|| ShardedHistogram::new(&LATENCY_BUCKETS)),
             upstream_responses: Family::default(),
             upstream_errors: Family::default(),
             dedup_hits: Family::default(),
@@ -204,7 +207,7 @@ impl Metrics {
             .get_or_create(&RouteLabels {
                 route: route.clone(),
             })
-            .observe(took.as_secs_f64());
+            .observe(took);
     }
 
     /// An upstream's answer (by status class) or failure.
@@ -250,11 +253,11 @@ impl Metrics {
 #[derive(Clone)]
 pub struct RouteMetrics {
     pub name: RouteName,
-    accepted: Counter,
-    queued: Counter,
-    signature_mismatch: Counter,
-    latency: Histogram,
-    upstream_2xx: Counter,
+    accepted: HotCounter,
+    queued: HotCounter,
+    signature_mismatch: HotCounter,
+    latency: ShardedHistogram,
+    upstream_2xx: HotCounter,
 }
 
 impl RouteMetrics {
@@ -314,7 +317,7 @@ impl RouteMetrics {
                 })
                 .inc();
         }
-        self.latency.observe(took.as_secs_f64());
+        self.latency.observe(took);
     }
 
     /// An upstream's answer or failure for this route.
@@ -362,6 +365,10 @@ mod tests {
             "hookgate_requests_total{route=\"expel\",outcome=\"accepted\",reason=\"-\"} 1",
             "hookgate_requests_total{route=\"expel\",outcome=\"rejected\",reason=\"signature_mismatch\"} 1",
             "hookgate_request_duration_seconds_count{route=\"expel\"} 2",
+            "hookgate_request_duration_seconds_sum{route=\"expel\"} 0.0033",
+            "hookgate_request_duration_seconds_bucket{le=\"0.0005\",route=\"expel\"} 1",
+            "hookgate_request_duration_seconds_bucket{le=\"0.005\",route=\"expel\"} 2",
+            "hookgate_request_duration_seconds_bucket{le=\"+Inf\",route=\"expel\"} 2",
             "hookgate_upstream_responses_total{route=\"expel\",class=\"2xx\"} 1",
             "hookgate_upstream_errors_total{route=\"expel\",kind=\"timeout\"} 1",
             "hookgate_build_info{version=\"",

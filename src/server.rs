@@ -22,7 +22,7 @@ use http::{StatusCode, Uri};
 use hyper::body::Body;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -88,8 +88,9 @@ pub struct Gateway {
     routes: Vec<RouteState>,
     trusted: IpSet,
     ids: Arc<RequestIds>,
-    /// Requests in progress, counted across config generations.
-    in_flight: Arc<AtomicUsize>,
+    /// Requests in progress, counted across config generations (per thread: every
+    /// request adds and takes one).
+    in_flight: Arc<crate::sharded::ShardedLevel>,
     body_timeout: Duration,
     pools: upstream::Pools,
     /// The durable queue, for routes with `delivery: queued`.
@@ -112,11 +113,16 @@ impl Health {
 }
 
 /// Request ids: a random per-process prefix and a counter; a sender's own id is kept
-/// when it is a reasonable token.
+/// when it is a reasonable token. Each thread takes numbers from the counter in blocks,
+/// so that workers do not share its cache line per request: ids are unique, and rise
+/// per thread rather than across the process.
 struct RequestIds {
     prefix: u64,
     next: AtomicU64,
 }
+
+/// Numbers a thread takes from the counter at a time.
+const ID_BLOCK: u64 = 256;
 
 impl RequestIds {
     fn new() -> Self {
@@ -135,12 +141,31 @@ impl RequestIds {
                 }
             }
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.number();
         let mut buf = [0u8; 29];
         crate::trace::write_hex(&mut buf[..16], self.prefix);
         buf[16] = b'-';
         crate::trace::write_hex(&mut buf[17..], n);
         HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+    }
+
+    /// The next number from this thread's block, which belongs to this set of ids
+    /// (known by its random prefix).
+    fn number(&self) -> u64 {
+        use std::cell::Cell;
+        thread_local! {
+            // (prefix, next, end)
+            static BLOCK: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
+        }
+        BLOCK.with(|b| {
+            let (prefix, mut next, mut end) = b.get();
+            if prefix != self.prefix || next == end {
+                next = self.next.fetch_add(ID_BLOCK, Ordering::Relaxed);
+                end = next + ID_BLOCK;
+            }
+            b.set((self.prefix, next + 1, end));
+            next
+        })
     }
 }
 
@@ -230,7 +255,7 @@ impl Gateway {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        usize::try_from(self.in_flight.get()).unwrap_or(0)
     }
 
     /// Forgets idle per-client rate-limit entries.
@@ -258,7 +283,7 @@ impl Gateway {
         B: Body<Data = Bytes> + Unpin,
     {
         let start = Instant::now();
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.add(1);
         let request_id = self.ids.take(req.fields.get(X_REQUEST_ID));
         let mut log = AccessLog::new(peer.ip(), req.method.clone(), req.uri.clone());
         // The sender's trace context (if valid); this hop's span is made only for a
@@ -308,7 +333,7 @@ impl Gateway {
             request_id,
             end.saturating_duration_since(start),
         );
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.in_flight.add(-1);
         (resp, end)
     }
 
@@ -1071,6 +1096,34 @@ mod tests {
         let long: &'static str = "x".repeat(200).leak();
         assert_ne!(ids.take(sent(long)), long);
         assert_ne!(ids.take(sent("a b")), "a b");
+    }
+
+    #[test]
+    fn request_ids_are_unique_across_threads_and_sets() {
+        let ids = Arc::new(RequestIds::new());
+        // More than a block per thread, on several threads at once.
+        let per_thread = 3 * ID_BLOCK as usize + 7;
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let ids = ids.clone();
+                std::thread::spawn(move || {
+                    (0..per_thread).map(|_| ids.take(None)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all = std::collections::HashSet::new();
+        for t in threads {
+            for id in t.join().unwrap() {
+                assert!(all.insert(id), "a repeated id");
+            }
+        }
+        assert_eq!(all.len(), 4 * per_thread);
+        // Two sets on one thread (a test's second gateway): each keeps its own numbers.
+        let other = RequestIds::new();
+        let (a1, b1, a2) = (ids.take(None), other.take(None), ids.take(None));
+        assert_eq!(&b1.as_bytes()[17..], b"000000000001");
+        assert_ne!(a1, a2);
+        assert!(!all.contains(&a1) && !all.contains(&a2));
     }
 
     #[test]
