@@ -57,6 +57,11 @@ impl Answer {
     pub fn push(&mut self, name: &str, value: &[u8]) {
         debug_assert!(!name.is_empty() && !name.bytes().any(|b| b.is_ascii_uppercase()));
         if valid_value(value) && !hop_owned(name.as_bytes()) {
+            if self.lines.capacity() == 0 {
+                // The gateway's own answers carry two or three short fields: one
+                // allocation for all of them.
+                self.lines.reserve(128);
+            }
             self.has_date |= name == "date";
             push_line(&mut self.lines, name.as_bytes(), value);
         }
