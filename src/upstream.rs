@@ -32,6 +32,7 @@ use http::uri::Authority;
 use http::StatusCode;
 use rustls::pki_types::ServerName;
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -63,6 +64,13 @@ struct Conn {
     /// Reused for every response read on this connection (empty between exchanges).
     read: BytesMut,
     idle_since: Instant,
+    /// The exchange deadline's timer, kept with the connection and moved forward for
+    /// each exchange: a later deadline only updates the registered one (tokio extends
+    /// a registered timer with one atomic operation), where a timer per exchange is
+    /// inserted into and removed from the timer wheel every time. Made at the first
+    /// exchange; it may fire once while the connection is idle (a spurious wake-up of
+    /// the task that last used it).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Counts this connection against `max_per_host` for as long as it is open, idle
     /// included; dropping the connection gives it back.
     permit: OwnedSemaphorePermit,
@@ -358,6 +366,7 @@ impl Pool {
             head: Vec::with_capacity(2048),
             read: BytesMut::with_capacity(READ_CHUNK),
             idle_since: Instant::now(),
+            timer: None,
             permit,
         })
     }
@@ -399,28 +408,43 @@ impl Pool {
     /// into a buffer (it may be called twice, for the one retry); the caller bounds the
     /// exchange in time, including the wait for a connection.
     pub async fn send<H: Fn(&mut Vec<u8>)>(&self, head: H, body: &Bytes) -> Result<Answer, Reject> {
-        self.send_at(head, body, Instant::now()).await
+        self.send_at(head, body, Instant::now(), None).await
     }
 
-    /// `send` for an exchange that begins at `now` (a clock reading the caller has).
+    /// `send` for an exchange that begins at `now` (a clock reading the caller has) and
+    /// ends by `deadline`, if any (the wait for a connection included).
     async fn send_at<H: Fn(&mut Vec<u8>)>(
         &self,
         head: H,
         body: &Bytes,
         now: Instant,
+        deadline: Option<Instant>,
     ) -> Result<Answer, Reject> {
-        // Connecting is boxed: it happens once per connection, and its state (TCP and
-        // TLS) would otherwise size, and be copied with, every request's future.
-        let (conn, reused) = match self.slot(now).await? {
-            Slot::Idle(conn) => (conn, true),
-            Slot::Fresh(permit) => (Box::pin(self.connect(permit)).await?, false),
+        // An idle connection at once is the common case: its exchange is bounded by its
+        // own timer. Waiting for a slot and connecting are bounded by a timer of their own.
+        let (conn, reused) = match self.checkout(now) {
+            Some(conn) => (conn, true),
+            None => {
+                let fresh = async {
+                    match self.slot(now).await? {
+                        Slot::Idle(conn) => Ok((conn, true)),
+                        // Boxed: it happens once per connection, and its state (TCP and
+                        // TLS) would otherwise size every request's future.
+                        Slot::Fresh(permit) => Ok((Box::pin(self.connect(permit)).await?, false)),
+                    }
+                };
+                within(deadline, fresh).await?
+            }
         };
-        match self.exchange(conn, &head, body, reused, now).await {
+        match self
+            .exchange(conn, &head, body, reused, now, deadline)
+            .await
+        {
             Ok(resp) => Ok(resp),
             Err(Failed::Final(reject)) => Err(reject),
             Err(Failed::Stale(permit)) => {
-                let conn = Box::pin(self.connect(permit)).await?;
-                match self.exchange(conn, &head, body, false, now).await {
+                let conn = within(deadline, Box::pin(self.connect(permit))).await?;
+                match self.exchange(conn, &head, body, false, now, deadline).await {
                     Ok(resp) => Ok(resp),
                     Err(Failed::Final(reject)) => Err(reject),
                     // A fresh connection is never stale; answer as a broken one would.
@@ -431,6 +455,7 @@ impl Pool {
     }
 
     /// One request and answer on `conn`, which goes back to the pool if it may be reused.
+    /// Past `deadline` the exchange is dropped, and the connection with it.
     async fn exchange<H: Fn(&mut Vec<u8>)>(
         &self,
         mut conn: Conn,
@@ -438,8 +463,29 @@ impl Pool {
         body: &Bytes,
         reused: bool,
         now: Instant,
+        deadline: Option<Instant>,
     ) -> Result<Answer, Failed> {
-        match talk(&mut conn, head, body, reused).await {
+        let talked = match deadline {
+            None => talk(&mut conn, head, body, reused).await,
+            Some(deadline) => {
+                let mut timer = conn
+                    .timer
+                    .take()
+                    .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+                timer.as_mut().reset(deadline.into());
+                let talked = {
+                    let mut talking = std::pin::pin!(talk(&mut conn, head, body, reused));
+                    std::future::poll_fn(|cx| match talking.as_mut().poll(cx) {
+                        Poll::Ready(r) => Poll::Ready(Some(r)),
+                        Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+                    })
+                    .await
+                };
+                conn.timer = Some(timer);
+                talked.ok_or(Failed::Final(Reject::UpstreamTimeout))?
+            }
+        };
+        match talked {
             Ok((resp, reusable)) => {
                 if reusable {
                     self.checkin(conn, now);
@@ -449,6 +495,19 @@ impl Pool {
             Err(Failure { stale: true, .. }) => Err(Failed::Stale(conn.permit)),
             Err(Failure { reject, .. }) => Err(Failed::Final(reject)),
         }
+    }
+}
+
+/// `fut` within `deadline`, if any; past it, `UpstreamTimeout`.
+async fn within<T>(
+    deadline: Option<Instant>,
+    fut: impl Future<Output = Result<T, Reject>>,
+) -> Result<T, Reject> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), fut)
+            .await
+            .map_err(|_| Reject::UpstreamTimeout)?,
+        None => fut.await,
     }
 }
 
@@ -883,13 +942,9 @@ pub async fn send<H: Fn(&mut Vec<u8>)>(
     timeout: Duration,
     start: Instant,
 ) -> Result<Answer, Reject> {
-    let exchange = pool.send_at(head, body, start);
-    let result = match start.checked_add(timeout) {
-        Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange).await,
-        // A timeout past the clock's range does not expire.
-        None => Ok(exchange.await),
-    };
-    result.map_err(|_| Reject::UpstreamTimeout)?
+    // A timeout past the clock's range does not expire.
+    pool.send_at(head, body, start, start.checked_add(timeout))
+        .await
 }
 
 #[cfg(test)]
@@ -1219,6 +1274,69 @@ mod tests {
     }
 
     const LONG: Duration = Duration::from_secs(5);
+
+    /// The deadline holds on a pooled connection (its own timer, moved forward per
+    /// exchange) as on a fresh one: answered, answered, then an upstream that never
+    /// answers is a timeout at the deadline, and that connection is not reused.
+    #[tokio::test]
+    async fn the_deadline_holds_on_a_pooled_connection() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let auth: Authority = l.local_addr().unwrap().to_string().parse().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    // The first connection answers twice, then reads and never answers.
+                    for i in 0.. {
+                        if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if n == 0 && i == 2 {
+                            std::future::pending::<()>().await;
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        s.write_all(ok).await.unwrap();
+                    }
+                });
+            }
+        });
+        let pool = Pool::new(auth.clone(), settings());
+        let body = Bytes::from_static(b"data");
+        let short = Duration::from_millis(200);
+        for path in ["/a", "/b"] {
+            let r = send(&pool, req(&auth, path), &body, short, Instant::now()).await;
+            assert_eq!(r.unwrap().status, 200);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the second reused the first"
+        );
+        let started = Instant::now();
+        let c = send(&pool, req(&auth, "/c"), &body, short, started);
+        let r = tokio::time::timeout(LONG, c)
+            .await
+            .expect("bounded by its deadline");
+        assert_eq!(r.err(), Some(Reject::UpstreamTimeout));
+        let took = started.elapsed();
+        assert!(
+            took >= short && took < short * 5,
+            "timed out after {took:?}"
+        );
+        assert_eq!(
+            pool.idle_count(),
+            0,
+            "the timed-out connection is not pooled"
+        );
+        // The next request gets a new connection and its answer in time.
+        let r = send(&pool, req(&auth, "/d"), &body, short, Instant::now()).await;
+        assert_eq!(r.unwrap().status, 200);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
 
     /// Two concurrent requests through a pool limited to one connection, keeping up to
     /// `max_idle` idle: both succeed, never at once. Returns the pool and the number of
