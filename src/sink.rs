@@ -62,7 +62,7 @@ where
                 Err(e) => {
                     out.clear();
                     let refused = Answer::new(StatusCode::BAD_REQUEST, Bytes::new());
-                    codec::write_response_head(&mut out, &refused, true, codec::date::now_secs());
+                    codec::write_response_head(&mut out, &refused, true, codec::date::now_secs);
                     io.write_all(&out).await?;
                     return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")));
                 }
@@ -89,8 +89,7 @@ where
         out.clear();
         let close = !head.keep_alive;
         let bodiless = head.method == http::Method::HEAD;
-        let now = codec::date::now_secs();
-        codec::write_response_head(&mut out, &ok, close, now);
+        codec::write_response_head(&mut out, &ok, close, codec::date::now_secs);
         if !bodiless {
             out.extend_from_slice(&ok.body);
         }

@@ -287,12 +287,10 @@ impl Pool {
         self.returned.notify_one();
     }
 
-    /// An idle connection if there is one (reuse first: an idle connection may hold the
-    /// last permit), else a permit to open one, else waits for either.
-    async fn slot(&self, now: Instant) -> Result<Slot, Reject> {
-        if let Some(conn) = self.checkout(now) {
-            return Ok(Slot::Idle(conn));
-        }
+    /// After a look for an idle connection found none: a permit to open one, else waits
+    /// for a permit or an idle connection (reuse first: an idle connection may hold the
+    /// last permit).
+    async fn slot(&self) -> Result<Slot, Reject> {
         match self.try_permit() {
             Some(permit) => Ok(Slot::Fresh(permit)),
             None => self.wait_for_slot().await,
@@ -426,7 +424,7 @@ impl Pool {
             Some(conn) => (conn, true),
             None => {
                 let fresh = async {
-                    match self.slot(now).await? {
+                    match self.slot().await? {
                         Slot::Idle(conn) => Ok((conn, true)),
                         // Boxed: it happens once per connection, and its state (TCP and
                         // TLS) would otherwise size every request's future.
@@ -468,11 +466,13 @@ impl Pool {
         let talked = match deadline {
             None => talk(&mut conn, head, body, reused).await,
             Some(deadline) => {
-                let mut timer = conn
-                    .timer
-                    .take()
-                    .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(deadline.into())));
-                timer.as_mut().reset(deadline.into());
+                let mut timer = match conn.timer.take() {
+                    Some(mut timer) => {
+                        timer.as_mut().reset(deadline.into());
+                        timer
+                    }
+                    None => Box::pin(tokio::time::sleep_until(deadline.into())),
+                };
                 let talked = {
                     let mut talking = std::pin::pin!(talk(&mut conn, head, body, reused));
                     std::future::poll_fn(|cx| match talking.as_mut().poll(cx) {
@@ -1275,6 +1275,16 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(5);
 
+    /// `send` within `timeout` from now.
+    async fn send_now(
+        pool: &Pool,
+        head: impl Fn(&mut Vec<u8>),
+        body: &Bytes,
+        timeout: Duration,
+    ) -> Result<Answer, Reject> {
+        send(pool, head, body, timeout, Instant::now()).await
+    }
+
     /// The deadline holds on a pooled connection (its own timer, moved forward per
     /// exchange) as on a fresh one: answered, answered, then an upstream that never
     /// answers is a timeout at the deadline, and that connection is not reused.
@@ -1308,7 +1318,7 @@ mod tests {
         let body = Bytes::from_static(b"data");
         let short = Duration::from_millis(200);
         for path in ["/a", "/b"] {
-            let r = send(&pool, req(&auth, path), &body, short, Instant::now()).await;
+            let r = send_now(&pool, req(&auth, path), &body, short).await;
             assert_eq!(r.unwrap().status, 200);
         }
         assert_eq!(
@@ -1333,7 +1343,7 @@ mod tests {
             "the timed-out connection is not pooled"
         );
         // The next request gets a new connection and its answer in time.
-        let r = send(&pool, req(&auth, "/d"), &body, short, Instant::now()).await;
+        let r = send_now(&pool, req(&auth, "/d"), &body, short).await;
         assert_eq!(r.unwrap().status, 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -1346,8 +1356,8 @@ mod tests {
         let pool = Pool::new(auth.clone(), limited(1, max_idle));
         let body = Bytes::from_static(b"data");
         let (a, b) = tokio::join!(
-            send(&pool, req(&auth, "/a"), &body, LONG, Instant::now()),
-            send(&pool, req(&auth, "/b"), &body, LONG, Instant::now()),
+            send_now(&pool, req(&auth, "/a"), &body, LONG),
+            send_now(&pool, req(&auth, "/b"), &body, LONG),
         );
         assert_eq!(a.unwrap().status, 200);
         assert_eq!(b.unwrap().status, 200);
@@ -1371,7 +1381,7 @@ mod tests {
         let body = Bytes::from_static(b"data");
         // Worker 0 (this thread) opens the only connection the pool allows; it goes idle.
         assert_eq!(
-            send(&pool, req(&auth, "/a"), &body, LONG, Instant::now())
+            send_now(&pool, req(&auth, "/a"), &body, LONG)
                 .await
                 .unwrap()
                 .status,
@@ -1390,27 +1400,14 @@ mod tests {
                 .unwrap();
             rt.block_on(async {
                 let started = Instant::now();
-                let status = send(
-                    &p,
-                    req(&a, "/b"),
-                    &Bytes::from_static(b"data"),
-                    LONG,
-                    Instant::now(),
-                )
-                .await
-                .unwrap()
-                .status;
+                let data = Bytes::from_static(b"data");
+                let status = send_now(&p, req(&a, "/b"), &data, LONG)
+                    .await
+                    .unwrap()
+                    .status;
                 assert!(started.elapsed() < Duration::from_secs(2), "it waited");
                 // Its next request reuses its own connection.
-                send(
-                    &p,
-                    req(&a, "/c"),
-                    &Bytes::from_static(b"data"),
-                    LONG,
-                    Instant::now(),
-                )
-                .await
-                .unwrap();
+                send_now(&p, req(&a, "/c"), &data, LONG).await.unwrap();
                 status
             })
         });
@@ -1422,7 +1419,7 @@ mod tests {
         assert_eq!((pool.open_count(), pool.idle_count()), (1, 1));
         // That idle connection is worker 1's: worker 0 now frees it in turn.
         assert_eq!(
-            send(&pool, req(&auth, "/d"), &body, LONG, Instant::now())
+            send_now(&pool, req(&auth, "/d"), &body, LONG)
                 .await
                 .unwrap()
                 .status,
@@ -1446,21 +1443,12 @@ mod tests {
         let body = Bytes::from_static(b"data");
         let first = {
             let (pool, auth, body) = (pool.clone(), auth.clone(), body.clone());
-            tokio::spawn(
-                async move { send(&pool, req(&auth, "/a"), &body, LONG, Instant::now()).await },
-            )
+            tokio::spawn(async move { send_now(&pool, req(&auth, "/a"), &body, LONG).await })
         };
         while pool.open_count() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let second = send(
-            &pool,
-            req(&auth, "/b"),
-            &body,
-            Duration::from_millis(150),
-            Instant::now(),
-        )
-        .await;
+        let second = send_now(&pool, req(&auth, "/b"), &body, Duration::from_millis(150)).await;
         assert_eq!(second.unwrap_err(), Reject::UpstreamTimeout);
         assert_eq!(first.await.unwrap().unwrap().status, 200);
         assert_eq!(
@@ -1481,7 +1469,7 @@ mod tests {
         let pool = Pool::new(auth.clone(), settings);
         let body = Bytes::from_static(b"data");
         assert_eq!(
-            send(&pool, req(&auth, "/"), &body, LONG, Instant::now())
+            send_now(&pool, req(&auth, "/"), &body, LONG)
                 .await
                 .unwrap()
                 .status,
@@ -1490,14 +1478,7 @@ mod tests {
         assert_eq!(pool.open_count(), 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
         // The only permit is held by an expired idle connection.
-        let r = send(
-            &pool,
-            req(&auth, "/"),
-            &body,
-            Duration::from_secs(2),
-            Instant::now(),
-        )
-        .await;
+        let r = send_now(&pool, req(&auth, "/"), &body, Duration::from_secs(2)).await;
         assert_eq!(r.unwrap().status, 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         assert_eq!(pool.open_count(), 1);
@@ -1513,9 +1494,7 @@ mod tests {
         let pool = Pool::new(auth.clone(), limited(1, 4));
         let body = Bytes::from_static(b"data");
         for expected in [b"1", b"2"] {
-            let r = send(&pool, req(&auth, "/"), &body, LONG, Instant::now())
-                .await
-                .unwrap();
+            let r = send_now(&pool, req(&auth, "/"), &body, LONG).await.unwrap();
             assert_eq!(&r.body[..], expected);
         }
         assert_eq!(server.await.unwrap().len(), 3);

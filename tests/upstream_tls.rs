@@ -4,6 +4,7 @@
 //! CA, wrong name, no client certificate for an mTLS upstream) refuses the forward.
 
 use bytes::Bytes;
+use hookgate::answer::Answer;
 use hookgate::config::PoolSettings;
 use hookgate::pipeline::Reject;
 use hookgate::tls::ClientTls;
@@ -113,6 +114,15 @@ fn settings() -> PoolSettings {
 }
 
 /// A request head as the gateway writes one.
+/// `upstream::send` within `SEND_TIMEOUT` from now.
+async fn send_now(
+    pool: &Pool,
+    head: impl Fn(&mut Vec<u8>),
+    body: &Bytes,
+) -> Result<Answer, Reject> {
+    send(pool, head, body, SEND_TIMEOUT, std::time::Instant::now()).await
+}
+
 fn post(path: &'static str, len: usize) -> impl Fn(&mut Vec<u8>) {
     move |out: &mut Vec<u8>| {
         out.clear();
@@ -244,15 +254,7 @@ async fn posts_arrive_byte_exact_and_the_answer_is_relayed() {
         let big = binary(70_000);
         let small = Bytes::from_static(b"\xff\xfe{\"a\":1}\x00\x80");
         for (path, body) in [("/big", &big), ("/small", &small)] {
-            let r = send(
-                &pool,
-                post(path, body.len()),
-                body,
-                SEND_TIMEOUT,
-                std::time::Instant::now(),
-            )
-            .await
-            .unwrap();
+            let r = send_now(&pool, post(path, body.len()), body).await.unwrap();
             assert_eq!(r.status, 200);
             assert_eq!(&r.body[..], b"accepted");
         }
@@ -282,14 +284,7 @@ async fn sequential_sends_share_one_tls_connection() {
         );
         let body = Bytes::from_static(b"{\"n\":1}");
         for _ in 0..5 {
-            let r = send(
-                &pool,
-                post("/k", body.len()),
-                &body,
-                SEND_TIMEOUT,
-                std::time::Instant::now(),
-            )
-            .await;
+            let r = send_now(&pool, post("/k", body.len()), &body).await;
             assert_eq!(r.unwrap().status, 200);
         }
         assert_eq!(up.seen().len(), 5);
@@ -311,14 +306,7 @@ async fn an_upstream_certificate_from_another_ca_is_refused() {
             Some(client(&stranger, "localhost", None)),
         );
         let body = Bytes::from_static(b"{}");
-        let r = send(
-            &pool,
-            post("/", body.len()),
-            &body,
-            SEND_TIMEOUT,
-            std::time::Instant::now(),
-        )
-        .await;
+        let r = send_now(&pool, post("/", body.len()), &body).await;
         assert_eq!(r.unwrap_err(), Reject::UpstreamTls);
         assert!(up.seen().is_empty());
         assert_eq!(
@@ -341,14 +329,7 @@ async fn a_name_the_certificate_does_not_cover_is_refused() {
             settings(),
             Some(client(&ca, "other.example", None)),
         );
-        let r = send(
-            &wrong,
-            post("/", body.len()),
-            &body,
-            SEND_TIMEOUT,
-            std::time::Instant::now(),
-        )
-        .await;
+        let r = send_now(&wrong, post("/", body.len()), &body).await;
         assert_eq!(r.unwrap_err(), Reject::UpstreamTls);
         assert!(up.seen().is_empty());
 
@@ -358,14 +339,7 @@ async fn a_name_the_certificate_does_not_cover_is_refused() {
             settings(),
             Some(client(&ca, "127.0.0.1", None)),
         );
-        let r = send(
-            &right,
-            post("/", body.len()),
-            &body,
-            SEND_TIMEOUT,
-            std::time::Instant::now(),
-        )
-        .await;
+        let r = send_now(&right, post("/", body.len()), &body).await;
         assert_eq!(r.unwrap().status, 200);
         assert_eq!(up.seen().len(), 1);
     })
@@ -384,14 +358,7 @@ async fn an_mtls_upstream_gets_requests_only_with_the_client_certificate() {
             settings(),
             Some(client(&ca, "localhost", None)),
         );
-        let r = send(
-            &anonymous,
-            post("/", body.len()),
-            &body,
-            SEND_TIMEOUT,
-            std::time::Instant::now(),
-        )
-        .await;
+        let r = send_now(&anonymous, post("/", body.len()), &body).await;
         // TLS 1.3: our handshake completes before the upstream refuses us, so the refusal
         // may surface as its alert (UpstreamTls) or as a reset connection (UpstreamBroken).
         let err = r.unwrap_err();
@@ -411,14 +378,7 @@ async fn an_mtls_upstream_gets_requests_only_with_the_client_certificate() {
             settings(),
             Some(client(&ca, "localhost", Some(identity))),
         );
-        let r = send(
-            &authenticated,
-            post("/in", body.len()),
-            &body,
-            SEND_TIMEOUT,
-            std::time::Instant::now(),
-        )
-        .await;
+        let r = send_now(&authenticated, post("/in", body.len()), &body).await;
         assert_eq!(r.unwrap().status, 200);
         let seen = up.seen();
         assert_eq!(seen.len(), 1);
@@ -444,15 +404,9 @@ async fn a_client_certificate_from_another_ca_is_refused_too() {
             Some(client(&ca, "localhost", Some(identity))),
         );
         let body = Bytes::from_static(b"{}");
-        let err = send(
-            &pool,
-            post("/", body.len()),
-            &body,
-            SEND_TIMEOUT,
-            std::time::Instant::now(),
-        )
-        .await
-        .unwrap_err();
+        let err = send_now(&pool, post("/", body.len()), &body)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, Reject::UpstreamTls | Reject::UpstreamBroken),
             "{err:?}"
@@ -487,14 +441,7 @@ async fn handshake_eof_and_garbage_are_tls_failures_and_silence_is_unreachable()
 
         let closes = not_tls(|tcp| async move { drop(tcp) }).await;
         let pool = Pool::with_tls(closes, settings(), tls.clone());
-        let r = send(
-            &pool,
-            post("/", body.len()),
-            &body,
-            SEND_TIMEOUT,
-            std::time::Instant::now(),
-        )
-        .await;
+        let r = send_now(&pool, post("/", body.len()), &body).await;
         assert_eq!(r.unwrap_err(), Reject::UpstreamTls, "EOF in the handshake");
 
         // A plain HTTP server answering the ClientHello.
@@ -505,14 +452,7 @@ async fn handshake_eof_and_garbage_are_tls_failures_and_silence_is_unreachable()
         })
         .await;
         let pool = Pool::with_tls(plain, settings(), tls.clone());
-        let r = send(
-            &pool,
-            post("/", body.len()),
-            &body,
-            SEND_TIMEOUT,
-            std::time::Instant::now(),
-        )
-        .await;
+        let r = send_now(&pool, post("/", body.len()), &body).await;
         assert_eq!(r.unwrap_err(), Reject::UpstreamTls, "not TLS at all");
 
         // Accepts the TCP connection, never answers the ClientHello: the handshake takes
@@ -528,14 +468,7 @@ async fn handshake_eof_and_garbage_are_tls_failures_and_silence_is_unreachable()
         };
         let pool = Pool::with_tls(silent, short, tls);
         let started = std::time::Instant::now();
-        let r = send(
-            &pool,
-            post("/", body.len()),
-            &body,
-            SEND_TIMEOUT,
-            std::time::Instant::now(),
-        )
-        .await;
+        let r = send_now(&pool, post("/", body.len()), &body).await;
         assert_eq!(r.unwrap_err(), Reject::UpstreamUnreachable);
         assert!(
             started.elapsed() < Duration::from_secs(2),

@@ -351,9 +351,14 @@ fn hex(b: u8) -> u8 {
 }
 
 /// Writes a response head: status line, the answer's fields (never framing or
-/// connection ones: those are this hop's), `date` (at `unix_secs`) if the answer has
+/// connection ones: those are this hop's), `date` (at `unix_secs()`, asked only then) if the answer has
 /// none, `content-length`, and `connection: close` when the connection ends after it.
-pub fn write_response_head(out: &mut Vec<u8>, answer: &Answer, close: bool, unix_secs: u64) {
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    answer: &Answer,
+    close: bool,
+    unix_secs: impl FnOnce() -> u64,
+) {
     let status = answer.status;
     let body_len = answer.body.len();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -364,7 +369,7 @@ pub fn write_response_head(out: &mut Vec<u8>, answer: &Answer, close: bool, unix
     out.extend_from_slice(answer.lines());
     if !answer.has_date() {
         out.extend_from_slice(b"date: ");
-        date::with_secs(unix_secs, |d| out.extend_from_slice(d));
+        date::with_secs(unix_secs(), |d| out.extend_from_slice(d));
         out.extend_from_slice(b"\r\n");
     }
     // 1xx, 204 and 304 carry no body and no length (RFC 9110 §8.6).
@@ -707,7 +712,7 @@ mod tests {
         );
         a.push("x-request-id", b"abc");
         let mut out = Vec::new();
-        write_response_head(&mut out, &a, true, 784_111_777);
+        write_response_head(&mut out, &a, true, || 784_111_777);
         // The date is the one the caller gives (the answer's time), not a clock reading.
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -718,7 +723,9 @@ mod tests {
         let mut a = Answer::new(http::StatusCode::NO_CONTENT, Bytes::new());
         a.push("date", b"Thu, 01 Jan 1970 00:00:00 GMT");
         let mut out = Vec::new();
-        write_response_head(&mut out, &a, false, 784_111_777);
+        write_response_head(&mut out, &a, false, || {
+            unreachable!("the answer has a date")
+        });
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 204 No Content\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\n"

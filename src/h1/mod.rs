@@ -43,7 +43,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// The most bytes one read takes while a connection waits for its next request.
@@ -122,8 +122,7 @@ where
                 tracing::debug!(peer = %ctx.peer, error = ?e, "request head refused");
                 let resp = ctx.gateway().refuse_head(ctx.peer, e.malformed());
                 drop(busy);
-                let now = codec::date::now_secs();
-                write_response(&mut input.io, resp, false, true, now).await?;
+                write_response(&mut input.io, resp, false, true, Instant::now()).await?;
                 linger(&mut input.io).await;
                 return Ok(());
             }
@@ -167,8 +166,7 @@ where
         let close = !head.keep_alive || !body_done || ctx.track.is_closing() || resp.closes();
         // A client that stops reading its answer is idle time for the watchdog.
         busy.end_at(at);
-        let date = crate::clock::unix_at(at).max(0) as u64;
-        write_response(&mut input.io, resp, head_only, close, date).await?;
+        write_response(&mut input.io, resp, head_only, close, at).await?;
         if close {
             linger(&mut input.io).await;
             return Ok(());
@@ -354,7 +352,8 @@ async fn write_response<S: AsyncWrite + Unpin>(
     resp: Answer,
     head_only: bool,
     close: bool,
-    unix_secs: u64,
+    // When the answer was ready: its `Date`, if it has none of its own.
+    at: Instant,
 ) -> io::Result<()> {
     let body = &resp.body;
     let send_body = !head_only && !body.is_empty();
@@ -366,6 +365,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
             let written = SCRATCH.with(|s| {
                 let mut out = s.borrow_mut();
                 out.clear();
+                let unix_secs = || crate::clock::unix_at(at).max(0) as u64;
                 codec::write_response_head(&mut out, &resp, close, unix_secs);
                 if inline {
                     out.extend_from_slice(body);
