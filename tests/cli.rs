@@ -271,6 +271,117 @@ async fn serve_takes_a_delivery_and_stops_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// With a level that lets no line through, the log writer's thread never starts: one
+/// worker is then the process's only thread (so glibc skips its cancellation bookkeeping
+/// around every send and recv). The first line to write starts it, and the line arrives.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_gateway_runs_one_thread_until_a_line_is_logged() {
+    let up = Upstream::start().await;
+    // A free port for the gateway: at `warn` it prints no startup line to read one from.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = |workers: u32| {
+        format!(
+            "listen: 127.0.0.1:{port}\nworkers: {workers}\nroutes:\n  - name: expel\n    path: /hooks/expel\n    verify: {{ preset: expel, secrets: [\"quiet-secret\"] }}\n    upstream: http://{}/expel\n",
+            up.addr
+        )
+    };
+    let path = write_config("quiet.yaml", &config(1));
+    let mut child = Command::new(BIN)
+        .args(["--log-level", "warn", "serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let threads = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count()
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = br#"{"guid":"q-1"}"#;
+    let ok = post(
+        addr,
+        "/hooks/expel",
+        &[("expel-signature-256", &expel_sig("quiet-secret", body))],
+        body.to_vec(),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let forged = post(
+        addr,
+        "/hooks/expel",
+        &[("expel-signature-256", &expel_sig("forged", body))],
+        body.to_vec(),
+    )
+    .await;
+    assert_eq!(forged.status, 406);
+    assert_eq!(
+        threads(),
+        1,
+        "a gateway with nothing to log runs one thread"
+    );
+    assert!(rx.try_recv().is_err(), "nothing is logged at warn");
+
+    // A reload that changes `workers` warns that it takes a restart: the first line.
+    std::fs::write(&path, config(2)).unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the restart warning");
+    assert!(
+        line.contains("takes a restart") && line.contains("workers"),
+        "{line}"
+    );
+    assert!(
+        !line.contains('\x1b'),
+        "no colour codes into a pipe: {line:?}"
+    );
+    assert_eq!(
+        threads(),
+        2,
+        "the writer's thread started with the first line"
+    );
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
 #[tokio::test]
 async fn sign_produces_deliveries_the_gateway_accepts() {
     let up = Upstream::start().await;
