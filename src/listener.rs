@@ -415,14 +415,16 @@ impl ConnCtx {
             };
             let busy = track.begin();
             let peer_text = peer_text.clone();
-            async move {
+            // Boxed: hyper moves each stream's future into the task it spawns for it,
+            // and a request's handling is about 3 KB of state; a box moves as a pointer.
+            Box::pin(async move {
                 let conn = crate::server::ConnInfo { tls };
                 let (head, body) = req.into_parts();
                 let head = crate::fields::RequestHead::from(head);
                 let (resp, at) = gateway.handle(head, body, peer, &peer_text, conn).await;
                 busy.end_at(at);
                 Ok(resp.into_response())
-            }
+            })
         })
     }
 }
