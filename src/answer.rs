@@ -126,7 +126,15 @@ impl Answer {
         *resp.status_mut() = self.status;
         let headers = resp.headers_mut();
         for (name, value) in self.fields() {
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            if let (Ok(n), Ok(mut v)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            {
+                // A request id is new in every answer: HPACK indexing it would only
+                // evict entries that do repeat (and cost a table search and insertion
+                // per answer). Sent as a literal "never indexed".
+                if n == crate::forward::X_REQUEST_ID {
+                    v.set_sensitive(true);
+                }
                 headers.append(n, v);
             }
         }
@@ -219,5 +227,17 @@ mod tests {
         let a: Vec<_> = r.headers().get_all("x-a").iter().collect();
         assert_eq!(a, ["1", "2"]);
         assert_eq!(r.headers()["retry-after"], "5");
+        assert!(!r.headers()["retry-after"].is_sensitive());
+    }
+
+    #[test]
+    fn the_request_id_is_never_indexed_by_hpack() {
+        let mut a = Answer::new(StatusCode::OK, Bytes::new());
+        a.push("x-request-id", b"abc-000000000001");
+        a.push("x-other", b"1");
+        let r = a.into_response();
+        assert_eq!(r.headers()["x-request-id"], "abc-000000000001");
+        assert!(r.headers()["x-request-id"].is_sensitive());
+        assert!(!r.headers()["x-other"].is_sensitive());
     }
 }
