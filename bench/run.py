@@ -12,7 +12,7 @@ Options:
     --rounds N       rounds per scenario; targets are interleaved A B C A B C ... and
                      the median of each figure is reported (default 3)
     --scenarios L    comma list out of: keepalive, body64k, body1m, forged, allcores,
-                     tls, queued, rss, crypto (default: all, in that order)
+                     tls, h2c, queued, rss, crypto (default: all, in that order)
     --no-build       do not run `cargo build --release` first
     --write          also write the whole report to bench/RESULTS.md (overwritten)
     --peers DIR      directory holding nginx.conf, haproxy.cfg and payload.json
@@ -23,7 +23,10 @@ the proxy under test (hookgate, nginx or haproxy, one worker each) runs on core 
 `allcores` scenario runs the proxies unpinned with 2 workers each and wrk unpinned. The
 `tls` scenario runs them pinned, each terminating TLS on its usual port with a
 self-signed ECDSA P-256 certificate made with openssl in the run's temp directory
-(haproxy only if its build has OpenSSL), and wrk targets https://. The `queued`
+(haproxy only if its build has OpenSSL), and wrk targets https://. The `h2c` scenario
+runs them pinned speaking cleartext HTTP/2 with prior knowledge to the sender (nginx
+`listen ... http2`, haproxy `proto h2`, hookgate as configured) and HTTP/1.1 to the
+sink, driven by h2load (skipped with a note when h2load is not installed). The `queued`
 scenario runs hookgate alone (pinned) with a store in the temp directory and a queued
 twin of the bench route (/hooks/expel-queued, `delivery: queued`): interleaved runs of
 the sync route, the queued route with the sink up (accept + deliver; the backlog left
@@ -33,8 +36,9 @@ Everything listens on and talks to 127.0.0.1 only: sink :9000, hookgate :9100 (a
 :9101), nginx :9200, haproxy :9300. Every process started is killed (process group)
 on exit, on errors and on Ctrl-C.
 
-Needs wrk, nginx, haproxy, taskset and openssl
-(apt-get update && apt-get install -y wrk nginx-light haproxy). Python stdlib only.
+Needs wrk, nginx, haproxy, taskset and openssl, and h2load for `h2c`
+(apt-get update && apt-get install -y wrk nginx-light haproxy nghttp2-client). Python
+stdlib only.
 """
 
 import argparse
@@ -99,6 +103,7 @@ ALL_SCENARIOS = [
     "forged",
     "allcores",
     "tls",
+    "h2c",
     "queued",
     "rss",
     "crypto",
@@ -108,7 +113,7 @@ RSS_CONNECTIONS = 10_000
 RSS_WINDOW = 256
 
 TOOLS = ["wrk", "nginx", "haproxy", "taskset", "openssl"]
-INSTALL_HINT = "apt-get update && apt-get install -y wrk nginx-light haproxy"
+INSTALL_HINT = "apt-get update && apt-get install -y wrk nginx-light haproxy nghttp2-client"
 
 
 class BenchError(Exception):
@@ -415,6 +420,33 @@ def parse_wrk(out):
 
 
 # ---------------------------------------------------------------------- HTTP helpers
+
+
+def h2load_time(text):
+    """An h2load duration ("564us", "5.59ms", "1.2s") in milliseconds."""
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise BenchError(f"cannot read h2load time {text!r}")
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+
+def parse_h2load(out):
+    rps = re.search(r"^finished in \S+, ([\d.]+) req/s", out, re.M)
+    req = re.search(r"^requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, re.M)
+    times = re.search(r"^time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", out, re.M)
+    proto = re.search(r"^Application protocol: (\S+)", out, re.M)
+    if not (rps and req and codes and times):
+        raise BenchError(f"cannot read h2load output:\n{out}")
+    return {
+        "rps": float(rps.group(1)),
+        "requests": int(req.group(1)),
+        "failed": int(req.group(3)),
+        "non2xx": sum(int(codes.group(i)) for i in (2, 3, 4)),
+        "mean": h2load_time(times.group(3)),
+        "sd": h2load_time(times.group(4)),
+        "protocol": proto.group(1) if proto else "?",
+    }
 
 
 def request_bytes(port, body, sig):
@@ -751,7 +783,8 @@ routes:
         """mode: "pinned" (1 worker each on core 1), "allcores" (2 workers each,
         unpinned), "rss" (as pinned, with the peers' connection caps raised to hold
         10,000 idle connections), "tls" (as pinned, each terminating TLS with the
-        certificate from make_cert; haproxy left out if its build has no OpenSSL)."""
+        certificate from make_cert; haproxy left out if its build has no OpenSSL),
+        "h2c" (as pinned, each taking cleartext HTTP/2 with prior knowledge)."""
         if self.mode == mode:
             return
         self.stop_proxies()
@@ -779,6 +812,18 @@ routes:
                     r"\g<1>ssl_protocols TLSv1.2 TLSv1.3;",
                 )
             )
+        if mode == "h2c":
+            nginx_edits.append(
+                (
+                    rf"^([ \t]*listen[ \t]+{re.escape(HOST)}:{NGINX_PORT})[ \t]*;",
+                    r"\g<1> http2;",
+                )
+            )
+            # nginx closes a connection after keepalive_requests (default 1000) requests;
+            # h2load's timed mode does not reconnect, so its clients would stop.
+            nginx_edits.append(
+                (r"^([ \t]*)(access_log[ \t]+off;)", r"\g<1>\g<2>\n\g<1>keepalive_requests 100000000;")
+            )
         nginx_conf = self.peer_config("nginx.conf", nginx_dir, nginx_edits)
 
         haproxy_edits = []
@@ -795,6 +840,13 @@ routes:
                 (
                     rf"^([ \t]*bind[ \t]+{re.escape(HOST)}:{HAPROXY_PORT})[ \t]*$",
                     rf"\g<1> ssl crt {pem}",
+                )
+            )
+        if mode == "h2c":
+            haproxy_edits.append(
+                (
+                    rf"^([ \t]*bind[ \t]+{re.escape(HOST)}:{HAPROXY_PORT})[ \t]*$",
+                    r"\g<1> proto h2",
                 )
             )
         haproxy_cfg = self.peer_config(
@@ -1065,6 +1117,109 @@ routes:
             notes=notes,
         )
         # Fresh plain-HTTP processes for whatever runs next.
+        self.stop_proxies()
+
+    def run_h2load(self, name, port, payload):
+        """One timed h2load run (prior-knowledge h2c, 32 clients, one stream each) on the
+        load core; returns req/s, request-time mean and sd (ms), requests, non-2xx."""
+        log = os.path.join(self.tmp, "h2load.out")
+        cmd = pinned(
+            LOAD_CORE,
+            [
+                "h2load",
+                "-t1",
+                "-c32",
+                "-m1",
+                "--warm-up-time=1",
+                f"-D{self.args.duration}",
+                "-d",
+                payload.body_path,
+                "-H",
+                "content-type: application/json",
+                "-H",
+                f"expel-signature-256: {payload.sig}",
+                f"http://{HOST}:{port}{PATH}",
+            ],
+        )
+        if os.path.exists(log):
+            os.unlink(log)
+        proc = self.procs.start("h2load", cmd, log)
+        try:
+            proc.wait(timeout=self.args.duration + 30)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"h2load did not finish in time: {shlex.join(cmd)}")
+        finally:
+            self.procs.stop("h2load")
+        with open(log) as f:
+            text = f.read()
+        if proc.returncode != 0:
+            raise BenchError(f"h2load failed ({proc.returncode}) against {name}:\n{text}")
+        r = parse_h2load(text)
+        if r["protocol"] != "h2c":
+            raise BenchError(f"h2c: {name} negotiated {r['protocol']!r}, not h2c")
+        progress(
+            f"  {name:8} {r['rps']:>10,.0f} req/s  mean {r['mean']:.3f} ms  "
+            f"sd {r['sd']:.3f} ms  non-2xx {r['non2xx']}  failed {r['failed']}"
+        )
+        return r
+
+    def sc_h2c(self):
+        if shutil.which("h2load") is None:
+            self.out.line("### h2c: not run")
+            self.out.line()
+            self.out.line("h2load is not installed (`apt-get install -y nghttp2-client`).")
+            self.out.line()
+            return
+        self.start_proxies("h2c")
+        payload = self.payloads["sample"]
+        samples = {name: [] for name, _ in TARGETS}
+        for rnd in range(self.args.rounds):
+            progress(f"h2c: round {rnd + 1}/{self.args.rounds}")
+            for name, port in TARGETS:
+                samples[name].append(self.run_h2load(name, port, payload))
+                time.sleep(0.3)
+        result = {}
+        for name, rs in samples.items():
+            result[name] = {
+                "rps": statistics.median(r["rps"] for r in rs),
+                "mean": statistics.median(r["mean"] for r in rs),
+                "sd": statistics.median(r["sd"] for r in rs),
+                "requests": sum(r["requests"] for r in rs),
+                "non2xx": sum(r["non2xx"] for r in rs),
+                "failed": sum(r["failed"] for r in rs),
+            }
+        self.results["h2c"] = result
+        hap, ngx = result["haproxy"]["rps"], result["nginx"]["rps"]
+        self.out.line("### h2c: the 1682-byte sample event over cleartext HTTP/2")
+        self.out.line()
+        self.out.line(
+            f"h2load `-t1 -c32 -m1 --warm-up-time=1 -D{self.args.duration}` pinned to core 0, "
+            "prior knowledge (no upgrade), one stream at a time per connection; each proxy "
+            "speaks HTTP/1.1 to the sink; nginx gets `keepalive_requests 100000000` (its "
+            "default 1000 ends each connection, and h2load's timed mode does not reconnect). "
+            "h2load reports no percentiles: the latency columns "
+            f"are its per-request mean and standard deviation. Median of {self.args.rounds} "
+            "interleaved round(s); errors summed over the rounds."
+        )
+        self.out.line()
+        rows = []
+        for name, r in result.items():
+            errors = r["non2xx"] + r["failed"]
+            rows.append(
+                [
+                    name,
+                    fmt(r["rps"]),
+                    fmt(r["mean"], 3),
+                    fmt(r["sd"], 3),
+                    "0" if not errors else f"{errors} (non-2xx {r['non2xx']}, failed {r['failed']})",
+                    fmt_ratio(ratio(r["rps"], hap)),
+                    fmt_ratio(ratio(r["rps"], ngx)),
+                ]
+            )
+        self.out.table(
+            ["target", "req/s", "mean ms", "sd ms", "errors", "×haproxy", "×nginx"], rows
+        )
+        # Fresh HTTP/1.1 processes for whatever runs next.
         self.stop_proxies()
 
     # ---------------------------------------------------------------- queued
@@ -1677,7 +1832,7 @@ def main(argv):
             report.line()
         bench.check_ports_free()
         bench.prepare_payloads()
-        load = {"keepalive", "body64k", "body1m", "forged", "allcores", "tls", "queued", "rss"}
+        load = {"keepalive", "body64k", "body1m", "forged", "allcores", "tls", "h2c", "queued", "rss"}
         if load & set(args.scenarios):
             bench.start_sink()
         report.line("## results")
