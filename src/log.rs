@@ -62,6 +62,15 @@ impl LazyStdout {
             writer
         })
     }
+
+    /// The writer thread's guard, if the thread was started; dropping it flushes.
+    fn take_guard(&self) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+        self.0
+            .guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LazyStdout {
@@ -78,14 +87,7 @@ pub struct LogGuard(LazyStdout);
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        let guard = self
-            .0
-             .0
-            .guard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        drop(guard);
+        drop(self.0.take_guard());
     }
 }
 
