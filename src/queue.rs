@@ -8,8 +8,9 @@
 //! The retry policy is [`decide`], a pure function: 2xx is done; 5xx, a timeout, a
 //! refused or broken connection, a TLS failure and the route's `retry_statuses` (408 and
 //! 429 by default) are retried with exponential backoff and full jitter, never sooner
-//! than the upstream's Retry-After; any other status fails at once. A delivery that has
-//! used `max_attempts`, or whose next attempt would come after `max_age`, is dead.
+//! than the upstream's Retry-After (seconds or an HTTP-date); any other status fails at
+//! once. A delivery that has used `max_attempts`, or whose next attempt would come after
+//! `max_age`, is dead.
 //!
 //! Each forwarded request carries `X-Hookgate-Delivery-Id` (the store's instance id and
 //! the row id) and `X-Hookgate-Attempt`, since delivery is at least once.
@@ -92,7 +93,7 @@ pub fn decide(
     if let Some(after) = retry_after {
         delay = delay.max(after);
     }
-    let at_ms = now_ms.saturating_add(delay.as_millis() as i64);
+    let at_ms = now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
     if at_ms.saturating_sub(received_ms) > spec.max_age.as_millis() as i64 {
         return Outcome::Dead {
             status,
@@ -106,10 +107,19 @@ pub fn decide(
     }
 }
 
-/// A Retry-After value in seconds (the HTTP-date form is rare for webhooks and ignored).
+/// An answer's Retry-After (RFC 9110 §10.2.3): seconds, or an HTTP-date (a date
+/// already past means no wait). Anything else is ignored.
 pub fn retry_after(answer: &Answer) -> Option<Duration> {
+    retry_after_at(answer, crate::h1::codec::date::now_secs())
+}
+
+fn retry_after_at(answer: &Answer, now_secs: u64) -> Option<Duration> {
     let v = std::str::from_utf8(answer.get("retry-after")?).ok()?.trim();
-    v.parse::<u64>().ok().map(Duration::from_secs)
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(v.parse().unwrap_or(u64::MAX)));
+    }
+    let at = crate::h1::codec::date::parse(v, now_secs)?;
+    Some(Duration::from_secs(at.saturating_sub(now_secs)))
 }
 
 /// The header block stored with a delivery: `name: value\r\n` per field, with this
@@ -503,6 +513,16 @@ mod tests {
             decide(&s, 0, 0, 1000, ra, 0.5),
             Outcome::Retry { at_ms: 31_000, .. }
         ));
+        // A Retry-After too large for the clock saturates: dead for max_age, not wrapped
+        // into the past.
+        let huge = Attempt::Answered {
+            status: 503,
+            retry_after: Some(Duration::from_secs(u64::MAX)),
+        };
+        assert!(matches!(
+            decide(&s, 0, 0, 1000, huge, 0.5),
+            Outcome::Dead { .. }
+        ));
         // A retry that would land after max_age is dead instead.
         let old = 1000 - 3_600_000;
         assert!(matches!(
@@ -542,7 +562,14 @@ mod tests {
         let mut ra = Answer::new(http::StatusCode::SERVICE_UNAVAILABLE, bytes::Bytes::new());
         ra.push("retry-after", b" 7 ");
         assert_eq!(retry_after(&ra), Some(Duration::from_secs(7)));
+        // An HTTP-date: the wait is until then, none for a date already past.
+        let now = 1_445_412_400; // Wed, 21 Oct 2015 07:26:40 GMT
         ra.set("retry-after", b"Wed, 21 Oct 2015 07:28:00 GMT");
+        assert_eq!(retry_after_at(&ra, now), Some(Duration::from_secs(80)));
+        assert_eq!(retry_after(&ra), Some(Duration::ZERO));
+        ra.set("retry-after", b"soon");
+        assert_eq!(retry_after(&ra), None);
+        ra.set("retry-after", b"-5");
         assert_eq!(retry_after(&ra), None);
     }
 

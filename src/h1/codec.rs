@@ -471,6 +471,89 @@ pub mod date {
         out
     }
 
+    const MONTH_NAMES: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+
+    /// Seconds since the epoch of an HTTP-date (RFC 9110 §5.6.7) in any of its three
+    /// forms: IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT`, the obsolete RFC 850
+    /// `Sunday, 06-Nov-94 08:49:37 GMT` and asctime `Sun Nov  6 08:49:37 1994`. The
+    /// day name is not checked against the date (the RFC does not ask it); a two-digit
+    /// year more than 50 years after `now_secs` is taken as the century before. `None`
+    /// for anything else, or a date before the epoch.
+    pub fn parse(s: &str, now_secs: u64) -> Option<u64> {
+        let parts: Vec<&str> = s.split_ascii_whitespace().collect();
+        let (day, month, year, time) = match parts.as_slice() {
+            // IMF-fixdate: the day name ends in a comma, then `dd Mon yyyy hh:mm:ss GMT`.
+            [name, d, m, y, t, "GMT"] if name.ends_with(',') && d.len() == 2 && y.len() == 4 => {
+                (*d, *m, year4(y)?, *t)
+            }
+            // RFC 850: `Weekday, dd-Mon-yy hh:mm:ss GMT`.
+            [name, dmy, t, "GMT"] if name.ends_with(',') => {
+                let mut it = dmy.split('-');
+                let (d, m, y) = (it.next()?, it.next()?, it.next()?);
+                if it.next().is_some() || d.len() != 2 || y.len() != 2 {
+                    return None;
+                }
+                let yy = i64::from(digits(y)?);
+                let (this_year, _, _) = civil_from_days((now_secs / 86_400) as i64);
+                let mut year = this_year - this_year.rem_euclid(100) + yy;
+                if year > this_year + 50 {
+                    year -= 100;
+                }
+                (d, m, year, *t)
+            }
+            // asctime: `Wkd Mon d hh:mm:ss yyyy`, the day space-padded to two.
+            [_, m, d, t, y] if (1..=2).contains(&d.len()) && y.len() == 4 => {
+                (*d, *m, year4(y)?, *t)
+            }
+            _ => return None,
+        };
+        let month = MONTH_NAMES.iter().position(|n| *n == month)? as i64 + 1;
+        let day = i64::from(digits(day)?);
+        let mut hms = time.split(':');
+        let (h, mi, sec) = (hms.next()?, hms.next()?, hms.next()?);
+        if hms.next().is_some() || [h, mi, sec].iter().any(|p| p.len() != 2) {
+            return None;
+        }
+        let (h, mi, sec) = (digits(h)?, digits(mi)?, digits(sec)?);
+        // 60 is a leap second (IMF-fixdate allows it).
+        if h > 23 || mi > 59 || sec > 60 {
+            return None;
+        }
+        let days = days_from_civil(year, month, day);
+        // A day that does not exist in its month (31 Feb) does not round-trip.
+        if civil_from_days(days) != (year, month, day) {
+            return None;
+        }
+        let t = days * 86_400 + i64::from(h * 3600 + mi * 60 + sec);
+        u64::try_from(t).ok()
+    }
+
+    fn year4(y: &str) -> Option<i64> {
+        digits(y).map(i64::from)
+    }
+
+    /// A run of ASCII digits (no sign, no space) as a number.
+    fn digits(s: &str) -> Option<u32> {
+        if s.is_empty() || s.len() > 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    }
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+    /// days-from-civil algorithm).
+    pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = if y >= 0 { y } else { y - 399 } / 400;
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
     /// `(year, month, day)` of a day counted from 1970-01-01 (Howard Hinnant's
     /// civil-from-days algorithm), for any day before or after the epoch.
     pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
@@ -741,5 +824,52 @@ mod tests {
             b"Wed, 18 Nov 2026 11:06:40 GMT"
         );
         assert_eq!(&date::format(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+    }
+
+    #[test]
+    fn http_dates_parse_in_all_three_forms() {
+        let now = 1_795_000_000; // 2026-11-18
+                                 // RFC 9110 §5.6.7's own example, in its three forms.
+        for s in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            " Sun, 06 Nov 1994 08:49:37 GMT ",
+        ] {
+            assert_eq!(date::parse(s, now), Some(784_111_777), "{s}");
+        }
+        // What format() writes reads back.
+        for secs in [0, 951_782_400, 1_795_000_000, 4_102_444_800] {
+            let text = date::format(secs);
+            assert_eq!(
+                date::parse(std::str::from_utf8(&text).unwrap(), now),
+                Some(secs)
+            );
+        }
+        // RFC 850's two-digit year: more than 50 years ahead is the century before.
+        assert_eq!(
+            date::parse("Thursday, 01-Jan-76 00:00:00 GMT", now),
+            date::parse("Thu, 01 Jan 2076 00:00:00 GMT", now)
+        );
+        assert_eq!(
+            date::parse("Friday, 01-Jan-77 00:00:00 GMT", now),
+            date::parse("Sat, 01 Jan 1977 00:00:00 GMT", now)
+        );
+        for bad in [
+            "",
+            "7",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+            "Sun, 06 nov 1994 08:49:37 GMT",
+            "Sun, 31 Feb 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 08:49 GMT",
+            "Sun, 06 Nov 1994 08:49:+7 GMT",
+            "Sun, 06 Nov 1969 08:49:37 GMT",
+            "Sunday, 06-Nov-1994 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 94",
+        ] {
+            assert_eq!(date::parse(bad, now), None, "{bad:?}");
+        }
     }
 }

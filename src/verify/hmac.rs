@@ -459,17 +459,6 @@ pub(crate) fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Parses an RFC 3339 timestamp (`2026-11-22T10:00:00.123456789Z`, `…+02:00`) into
 /// unix seconds; fractions are dropped. ISO 8601 without a zone is read as UTC.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
@@ -529,7 +518,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     // A leap second (:60) counts as :59, so that every parsed time formats back to a
     // time that parses to it (found by the rfc3339 fuzz target at 9999-12-31T23:59:60Z).
     let sec = sec.min(59);
-    let t = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    let t = crate::h1::codec::date::days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec
+        - offset;
     // Only years 0000 to 9999 (an offset can push a time past either end), so that every
     // parsed time formats back to four-digit years.
     (-62_167_219_200..253_402_300_800).contains(&t).then_some(t)
