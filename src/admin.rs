@@ -7,7 +7,9 @@
 //!   1000 at most).
 //! - `GET /dlq/{id}`: one dead delivery in full, body included.
 //! - `POST /dlq/replay`, `POST /dlq/purge` with `{"id": 42}` or
-//!   `{"all": true, "route": "R"}`: make dead deliveries pending again, or delete them.
+//!   `{"all": true, "route": "R", "older_than_s": 86400}` (`route` and `older_than_s`
+//!   optional: only a route's, only those dead for longer than that many seconds by the
+//!   gateway's clock): make dead deliveries pending again, or delete them.
 //!
 //! With `admin.token` set, every queue and dead-letter endpoint requires
 //! `Authorization: Bearer <token>`; the probes stay open.
@@ -346,6 +348,8 @@ struct SelectBody {
     #[serde(default)]
     all: bool,
     route: Option<String>,
+    /// With `all`: only deliveries dead for longer than this many seconds.
+    older_than_s: Option<u64>,
 }
 
 /// Reads a queue request into an operation.
@@ -455,12 +459,17 @@ where
             id: Some(id),
             all: false,
             route: None,
+            older_than_s: None,
         } => Ok(Select::One(id)),
         SelectBody {
             id: None,
             all: true,
             route,
-        } => Ok(Select::All { route }),
+            older_than_s,
+        } => Ok(Select::All {
+            route,
+            older_than: older_than_s.map(std::time::Duration::from_secs),
+        }),
         SelectBody {
             id: Some(_),
             all: true,
@@ -471,6 +480,11 @@ where
             route: Some(_),
             ..
         } => Err(bad_request("`route` goes with `all`, not with `id`")),
+        SelectBody {
+            id: Some(_),
+            older_than_s: Some(_),
+            ..
+        } => Err(bad_request("`older_than_s` goes with `all`, not with `id`")),
         SelectBody { .. } => Err(bad_request(
             "the body must be {\"id\": N} or {\"all\": true, \"route\": \"R\"}",
         )),
@@ -744,6 +758,17 @@ mod tests {
         )
         .await;
         assert_eq!(v, json!({ "purged": 1 }));
+        // Dead only moments ago: an hour's age filter leaves it.
+        let (_, _, v) = call(
+            Some(&f),
+            "POST",
+            "/dlq/purge",
+            &[],
+            r#"{"all": true, "older_than_s": 3600}"#,
+        )
+        .await;
+        assert_eq!(v, json!({ "purged": 0 }));
+        assert!(store.get(c).await.unwrap().is_some());
         let (_, _, v) = call(Some(&f), "POST", "/dlq/purge", &[], r#"{"all": true}"#).await;
         assert_eq!(v, json!({ "purged": 1 }));
         assert!(store.get(c).await.unwrap().is_none());
@@ -759,6 +784,8 @@ mod tests {
             r#"{"all": false}"#,
             r#"{"id": 1, "all": true}"#,
             r#"{"id": 1, "route": "a"}"#,
+            r#"{"id": 1, "older_than_s": 60}"#,
+            r#"{"all": true, "older_than_s": -1}"#,
             r#"{"id": "1"}"#,
             r#"{"ids": [1]}"#,
         ] {

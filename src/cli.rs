@@ -156,7 +156,7 @@ pub enum DlqCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DlqTarget {
     /// The delivery's id (from `dlq list`).
-    #[arg(required_unless_present = "all", conflicts_with_all = ["all", "route"])]
+    #[arg(required_unless_present = "all", conflicts_with_all = ["all", "route", "older_than"])]
     pub id: Option<i64>,
     /// Every dead delivery (of `--route`, if given).
     #[arg(long)]
@@ -164,6 +164,19 @@ pub struct DlqTarget {
     /// With `--all`: only this route's.
     #[arg(long)]
     pub route: Option<String>,
+    /// With `--all`: only deliveries dead for longer than this (`90s`, `36h`, `7d`;
+    /// whole seconds), by the gateway's clock (on a stopped gateway's store, this host's).
+    #[arg(long, value_name = "DURATION", value_parser = older_than)]
+    pub older_than: Option<std::time::Duration>,
+}
+
+/// `--older-than`: a config-style duration of at least one second.
+fn older_than(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::units::parse_duration(s)?;
+    if d.as_secs() == 0 {
+        return Err("must be at least 1s".into());
+    }
+    Ok(std::time::Duration::from_secs(d.as_secs()))
 }
 
 /// What every `queue` and `dlq` subcommand takes.
@@ -470,7 +483,10 @@ impl DlqCommand {
     pub fn into_op(self) -> (QueueOp, AdminArgs) {
         let select = |t: DlqTarget| match t.id {
             Some(id) if !t.all => Select::One(id),
-            _ => Select::All { route: t.route },
+            _ => Select::All {
+                route: t.route,
+                older_than: t.older_than,
+            },
         };
         match self {
             DlqCommand::List {
@@ -590,8 +606,16 @@ fn connect_addr(addr: SocketAddr) -> SocketAddr {
 fn api_request(op: &QueueOp) -> (http::Method, String, Option<Value>) {
     let select = |s: &Select| match s {
         Select::One(id) => json!({ "id": id }),
-        Select::All { route: Some(r) } => json!({ "all": true, "route": r }),
-        Select::All { route: None } => json!({ "all": true }),
+        Select::All { route, older_than } => {
+            let mut v = json!({ "all": true });
+            if let Some(r) = route {
+                v["route"] = json!(r);
+            }
+            if let Some(d) = older_than {
+                v["older_than_s"] = json!(d.as_secs());
+            }
+            v
+        }
     };
     match op {
         QueueOp::Stats => (http::Method::GET, "/queue/stats".into(), None),
@@ -904,12 +928,24 @@ mod queue_tests {
         match parse(&["hookgate", "dlq", "purge", "--all", "--route", "a"]) {
             Ok(Command::Dlq { command }) => assert_eq!(
                 command.into_op().0,
+                QueueOp::Purge(Select::all(Some("a".into())))
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["hookgate", "dlq", "purge", "--all", "--older-than", "7d"]) {
+            Ok(Command::Dlq { command }) => assert_eq!(
+                command.into_op().0,
                 QueueOp::Purge(Select::All {
-                    route: Some("a".into())
+                    route: None,
+                    older_than: Some(std::time::Duration::from_secs(7 * 86_400)),
                 })
             ),
             other => panic!("{other:?}"),
         }
+        // --older-than needs --all, and a duration of a second or more.
+        assert!(parse(&["hookgate", "dlq", "purge", "3", "--older-than", "1h"]).is_err());
+        assert!(parse(&["hookgate", "dlq", "purge", "--all", "--older-than", "0s"]).is_err());
+        assert!(parse(&["hookgate", "dlq", "purge", "--all", "--older-than", "soon"]).is_err());
         match parse(&["hookgate", "dlq", "replay", "7", "--json"]) {
             Ok(Command::Dlq { command }) => {
                 let (op, args) = command.into_op();
@@ -933,8 +969,16 @@ mod queue_tests {
             (http::Method::GET, "/dlq?limit=5&route=a%20b%26c")
         );
         assert!(body.is_none());
-        let (m, path, body) = api_request(&QueueOp::Purge(Select::All { route: None }));
+        let (m, path, body) = api_request(&QueueOp::Purge(Select::all(None)));
         assert_eq!((m, path.as_str()), (http::Method::POST, "/dlq/purge"));
         assert_eq!(body, Some(json!({ "all": true })));
+        let (_, _, body) = api_request(&QueueOp::Replay(Select::All {
+            route: Some("r".into()),
+            older_than: Some(std::time::Duration::from_secs(90)),
+        }));
+        assert_eq!(
+            body,
+            Some(json!({ "all": true, "route": "r", "older_than_s": 90 }))
+        );
     }
 }

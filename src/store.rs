@@ -129,7 +129,27 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Select {
     One(i64),
-    All { route: Option<String> },
+    /// Every dead delivery, or only a route's, or only those dead for longer than
+    /// `older_than` (measured on this process's clock when the operation runs).
+    All {
+        route: Option<String>,
+        older_than: Option<std::time::Duration>,
+    },
+}
+
+impl Select {
+    /// Every dead delivery (of `route`, if given), whatever its age.
+    pub fn all(route: Option<String>) -> Self {
+        Select::All {
+            route,
+            older_than: None,
+        }
+    }
+}
+
+/// The `finished_ms` a dead delivery must be below for `older_than` (None: any).
+fn died_before(older_than: Option<std::time::Duration>, now: i64) -> Option<i64> {
+    older_than.map(|d| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
 }
 
 enum Op {
@@ -642,9 +662,12 @@ fn replay(tx: &rusqlite::Transaction<'_>, which: &Select) -> rusqlite::Result<u6
             &format!("UPDATE deliveries SET {set} WHERE state = 2 AND id = ?2"),
             params![now, id],
         )?,
-        Select::All { route } => tx.execute(
-            &format!("UPDATE deliveries SET {set} WHERE state = 2 AND (?2 IS NULL OR route = ?2)"),
-            params![now, route],
+        Select::All { route, older_than } => tx.execute(
+            &format!(
+                "UPDATE deliveries SET {set} WHERE state = 2 AND (?2 IS NULL OR route = ?2) \
+                 AND (?3 IS NULL OR finished_ms < ?3)"
+            ),
+            params![now, route, died_before(*older_than, now)],
         )?,
     };
     Ok(n as u64)
@@ -656,9 +679,10 @@ fn purge(tx: &rusqlite::Transaction<'_>, which: &Select) -> rusqlite::Result<u64
             "DELETE FROM deliveries WHERE state = 2 AND id = ?1",
             params![id],
         )?,
-        Select::All { route } => tx.execute(
-            "DELETE FROM deliveries WHERE state = 2 AND (?1 IS NULL OR route = ?1)",
-            params![route],
+        Select::All { route, older_than } => tx.execute(
+            "DELETE FROM deliveries WHERE state = 2 AND (?1 IS NULL OR route = ?1) \
+             AND (?2 IS NULL OR finished_ms < ?2)",
+            params![route, died_before(*older_than, now_ms())],
         )?,
     };
     Ok(n as u64)
@@ -793,16 +817,20 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(
-            store
-                .purge(Select::All {
-                    route: Some("r".into())
-                })
-                .await
-                .unwrap(),
-            0
-        );
-        assert_eq!(store.purge(Select::All { route: None }).await.unwrap(), 1);
+        assert_eq!(store.purge(Select::all(Some("r".into()))).await.unwrap(), 0);
+        // Dead for a moment only: an age filter of an hour keeps it, of zero takes it.
+        let hour = Select::All {
+            route: None,
+            older_than: Some(Duration::from_secs(3600)),
+        };
+        assert_eq!(store.purge(hour.clone()).await.unwrap(), 0);
+        assert_eq!(store.replay(hour).await.unwrap(), 0);
+        std::thread::sleep(Duration::from_millis(5));
+        let zero = Select::All {
+            route: None,
+            older_than: Some(Duration::ZERO),
+        };
+        assert_eq!(store.purge(zero).await.unwrap(), 1);
         assert_eq!(store.sweep(now_ms() + 1).await.unwrap(), 1, "the done row");
         assert!(store.get(b).await.unwrap().is_none());
         drop(store);

@@ -213,7 +213,7 @@ async fn stored_deliveries_go_out_after_a_restart_and_4xx_ones_are_dead_letters(
     );
     // Replayed, it goes out again once the upstream accepts it.
     up.set(200, "ok", Duration::ZERO);
-    assert_eq!(store.replay(Select::All { route: None }).await.unwrap(), 1);
+    assert_eq!(store.replay(Select::all(None)).await.unwrap(), 1);
     drop(store);
     let gw = Gateway::start(&config(&dir, port, ""), None).await;
     wait_until("the replayed delivery", Duration::from_secs(5), || {

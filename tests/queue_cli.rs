@@ -211,6 +211,9 @@ fn file_mode_inspects_replays_and_purges_the_store_file() {
     let (_, stderr) = expect(&cfg, &["dlq", "purge", "999999"], 1);
     assert!(stderr.contains("no dead delivery 999999"), "{stderr}");
 
+    // dlq purge --all --older-than: these died moments ago, so a day's filter keeps them.
+    let (stdout, _) = expect(&cfg, &["dlq", "purge", "--all", "--older-than", "1d"], 0);
+    assert_eq!(stdout, "purged 0 dead deliveries\n");
     // dlq purge --all [--route]: the rest goes.
     let (stdout, _) = expect(&cfg, &["dlq", "purge", "--all", "--route", "b"], 0);
     assert_eq!(stdout, "purged 1 dead delivery\n");
@@ -249,6 +252,8 @@ fn file_mode_inspects_replays_and_purges_the_store_file() {
         &["dlq", "purge"][..],
         &["dlq", "purge", "3", "--all"][..],
         &["dlq", "replay", "3", "--route", "a"][..],
+        &["dlq", "purge", "3", "--older-than", "1d"][..],
+        &["dlq", "purge", "--all", "--older-than", "0s"][..],
         &["dlq", "show", "abc"][..],
         &["dlq", "show"][..],
         &["dlq", "list", "--limit", "0"][..],
