@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
@@ -20,6 +21,52 @@ fn write_config(name: &str, text: &str) -> std::path::PathBuf {
         .write_all(text.as_bytes())
         .unwrap();
     path
+}
+
+/// The child's stdout, a line at a time, read on a thread of its own.
+fn stdout_lines(child: &mut Child) -> Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Sends `kill -SIG pid` and checks that it was delivered.
+fn signal(pid: u32, sig: &str) {
+    assert!(Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// SIGTERM, then the exit code once the process has stopped.
+async fn terminate(mut child: Child) -> Option<i32> {
+    signal(child.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    status.code()
+}
+
+/// The status of an Expel-signed POST of `body` to /hooks/expel, signed with `secret`.
+async fn post_expel(addr: std::net::SocketAddr, secret: &str, body: &[u8]) -> u16 {
+    post(
+        addr,
+        "/hooks/expel",
+        &[("expel-signature-256", &expel_sig(secret, body))],
+        body.to_vec(),
+    )
+    .await
+    .status
+    .as_u16()
 }
 
 const BROKEN: &str = r#"
@@ -160,15 +207,7 @@ async fn serve_takes_a_delivery_and_stops_on_sigterm() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut child);
     let first = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("a startup line");
@@ -180,22 +219,8 @@ async fn serve_takes_a_delivery_and_stops_on_sigterm() {
     let addr: std::net::SocketAddr = listen.parse().unwrap();
 
     let body = br#"{"guid":"p-1"}"#;
-    let r = post(
-        addr,
-        "/hooks/expel",
-        &[("expel-signature-256", &expel_sig("process-secret", body))],
-        body.to_vec(),
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    let r = post(
-        addr,
-        "/hooks/expel",
-        &[("expel-signature-256", &expel_sig("forged", body))],
-        body.to_vec(),
-    )
-    .await;
-    assert_eq!(r.status, 406);
+    assert_eq!(post_expel(addr, "process-secret", body).await, 200);
+    assert_eq!(post_expel(addr, "forged", body).await, 406);
     assert_eq!(up.received().len(), 1);
 
     // One JSON access line per request, with no secret and no signature in it.
@@ -233,12 +258,7 @@ async fn serve_takes_a_delivery_and_stops_on_sigterm() {
     }
 
     // SIGHUP reloads the config (and does not stop the process).
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    signal(child.id(), "HUP");
     let hup = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("a SIGHUP line");
@@ -250,25 +270,9 @@ async fn serve_takes_a_delivery_and_stops_on_sigterm() {
         reloaded.contains("config reloaded") && reloaded.contains("\"trigger\":\"SIGHUP\""),
         "{reloaded}"
     );
-    let r = post(
-        addr,
-        "/hooks/expel",
-        &[("expel-signature-256", &expel_sig("process-secret", body))],
-        body.to_vec(),
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(post_expel(addr, "process-secret", body).await, 200);
 
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(terminate(child).await, Some(0));
 }
 
 /// With a level that lets no line through, the log writer's thread never starts: one
@@ -304,15 +308,7 @@ async fn a_quiet_gateway_runs_one_thread_until_a_line_is_logged() {
             .unwrap()
             .count()
     };
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut child);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
@@ -323,22 +319,8 @@ async fn a_quiet_gateway_runs_one_thread_until_a_line_is_logged() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let body = br#"{"guid":"q-1"}"#;
-    let ok = post(
-        addr,
-        "/hooks/expel",
-        &[("expel-signature-256", &expel_sig("quiet-secret", body))],
-        body.to_vec(),
-    )
-    .await;
-    assert_eq!(ok.status, 200);
-    let forged = post(
-        addr,
-        "/hooks/expel",
-        &[("expel-signature-256", &expel_sig("forged", body))],
-        body.to_vec(),
-    )
-    .await;
-    assert_eq!(forged.status, 406);
+    assert_eq!(post_expel(addr, "quiet-secret", body).await, 200);
+    assert_eq!(post_expel(addr, "forged", body).await, 406);
     assert_eq!(
         threads(),
         1,
@@ -348,11 +330,7 @@ async fn a_quiet_gateway_runs_one_thread_until_a_line_is_logged() {
 
     // A reload that changes `workers` warns that it takes a restart: the first line.
     std::fs::write(&path, config(2)).unwrap();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    signal(pid, "HUP");
     let line = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("the restart warning");
@@ -370,16 +348,7 @@ async fn a_quiet_gateway_runs_one_thread_until_a_line_is_logged() {
         "the writer's thread started with the first line"
     );
 
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(terminate(child).await, Some(0));
 }
 
 #[tokio::test]
