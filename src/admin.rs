@@ -340,6 +340,9 @@ fn method_not_allowed(allowed: &str) -> ApiError {
     )
 }
 
+/// What a refused `POST /dlq/replay` or `/dlq/purge` body is told.
+const SELECT_SHAPE: &str = "the body must be {\"id\": N} or {\"all\": true, \"route\": \"R\", \"older_than_s\": S} (route and older_than_s optional)";
+
 /// The body of `POST /dlq/replay` and `POST /dlq/purge`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -449,11 +452,8 @@ where
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
         Err(e) => return Err(bad_request(format!("cannot read the body: {e}"))),
     };
-    let parsed: SelectBody = serde_json::from_slice(&bytes).map_err(|e| {
-        bad_request(format!(
-            "the body must be {{\"id\": N}} or {{\"all\": true, \"route\": \"R\"}}: {e}"
-        ))
-    })?;
+    let parsed: SelectBody =
+        serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("{SELECT_SHAPE}: {e}")))?;
     match parsed {
         SelectBody {
             id: Some(id),
@@ -485,9 +485,7 @@ where
             older_than_s: Some(_),
             ..
         } => Err(bad_request("`older_than_s` goes with `all`, not with `id`")),
-        SelectBody { .. } => Err(bad_request(
-            "the body must be {\"id\": N} or {\"all\": true, \"route\": \"R\"}",
-        )),
+        SelectBody { .. } => Err(bad_request(SELECT_SHAPE)),
     }
 }
 

@@ -486,7 +486,7 @@ pub mod date {
         let (day, month, year, time) = match parts.as_slice() {
             // IMF-fixdate: the day name ends in a comma, then `dd Mon yyyy hh:mm:ss GMT`.
             [name, d, m, y, t, "GMT"] if name.ends_with(',') && d.len() == 2 && y.len() == 4 => {
-                (*d, *m, year4(y)?, *t)
+                (*d, *m, i64::from(digits(y)?), *t)
             }
             // RFC 850: `Weekday, dd-Mon-yy hh:mm:ss GMT`.
             [name, dmy, t, "GMT"] if name.ends_with(',') => {
@@ -505,7 +505,7 @@ pub mod date {
             }
             // asctime: `Wkd Mon d hh:mm:ss yyyy`, the day space-padded to two.
             [_, m, d, t, y] if (1..=2).contains(&d.len()) && y.len() == 4 => {
-                (*d, *m, year4(y)?, *t)
+                (*d, *m, i64::from(digits(y)?), *t)
             }
             _ => return None,
         };
@@ -528,10 +528,6 @@ pub mod date {
         }
         let t = days * 86_400 + i64::from(h * 3600 + mi * 60 + sec);
         u64::try_from(t).ok()
-    }
-
-    fn year4(y: &str) -> Option<i64> {
-        digits(y).map(i64::from)
     }
 
     /// A run of ASCII digits (no sign, no space) as a number.
