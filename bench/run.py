@@ -890,8 +890,37 @@ routes:
 
     # ---------------------------------------------------------------- load
 
+    def run_tool(self, tool, name, cmd):
+        """Runs one load generator (`tool`, a name in self.procs) against target `name`
+        to completion and returns its output; a hang or a failure is a BenchError."""
+        log = os.path.join(self.tmp, f"{tool}.out")
+        if os.path.exists(log):
+            os.unlink(log)
+        proc = self.procs.start(tool, cmd, log)
+        try:
+            proc.wait(timeout=self.args.duration + 30)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"{tool} did not finish in time: {shlex.join(cmd)}")
+        finally:
+            self.procs.stop(tool)
+        with open(log) as f:
+            text = f.read()
+        if proc.returncode != 0:
+            raise BenchError(f"{tool} failed ({proc.returncode}) against {name}:\n{text}")
+        return text
+
+    def interleaved(self, scenario, names, run_one):
+        """`--rounds` rounds of run_one(name) for each of `names` in turn (A B C A B C);
+        returns {name: [result per round]}."""
+        samples = {name: [] for name in names}
+        for rnd in range(self.args.rounds):
+            progress(f"{scenario}: round {rnd + 1}/{self.args.rounds}")
+            for name in names:
+                samples[name].append(run_one(name))
+                time.sleep(0.3)
+        return samples
+
     def run_wrk(self, name, port, payload, threads, conns, core, scheme="http", path=PATH):
-        log = os.path.join(self.tmp, "wrk.out")
         cmd = pinned(
             core,
             [
@@ -905,20 +934,7 @@ routes:
                 f"{scheme}://{HOST}:{port}{path}",
             ],
         )
-        if os.path.exists(log):
-            os.unlink(log)
-        proc = self.procs.start("wrk", cmd, log)
-        try:
-            proc.wait(timeout=self.args.duration + 30)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"wrk did not finish in time: {shlex.join(cmd)}")
-        finally:
-            self.procs.stop("wrk")
-        with open(log) as f:
-            text = f.read()
-        if proc.returncode != 0:
-            raise BenchError(f"wrk failed ({proc.returncode}) against {name}:\n{text}")
-        r = parse_wrk(text)
+        r = parse_wrk(self.run_tool("wrk", name, cmd))
         progress(
             f"  {name:8} {r['rps']:>10,.0f} req/s  p50 {r['p50']:.3f} ms  "
             f"p99 {r['p99']:.3f} ms  non-2xx {r['non2xx']}  socket errors {r['socket']}"
@@ -934,14 +950,12 @@ routes:
                 raise BenchError(
                     f"{scenario}: {name} answered {status} to a probe, expected {expect}"
                 )
-        samples = {name: [] for name, *_ in runs}
-        for rnd in range(self.args.rounds):
-            progress(f"{scenario}: round {rnd + 1}/{self.args.rounds}")
-            for name, port, payload, _ in runs:
-                samples[name].append(
-                    self.run_wrk(name, port, payload, threads, conns, core, scheme)
-                )
-                time.sleep(0.3)
+        by_name = {name: (port, payload) for name, port, payload, _ in runs}
+        samples = self.interleaved(
+            scenario,
+            list(by_name),
+            lambda name: self.run_wrk(name, *by_name[name], threads, conns, core, scheme),
+        )
         for name, port, payload, expect in runs:
             status = probe(port, payload.body, payload.sig, scheme)
             if status != expect:
@@ -1122,7 +1136,6 @@ routes:
     def run_h2load(self, name, port, payload):
         """One timed h2load run (prior-knowledge h2c, 32 clients, one stream each) on the
         load core; returns req/s, request-time mean and sd (ms), requests, non-2xx."""
-        log = os.path.join(self.tmp, "h2load.out")
         cmd = pinned(
             LOAD_CORE,
             [
@@ -1141,20 +1154,7 @@ routes:
                 f"http://{HOST}:{port}{PATH}",
             ],
         )
-        if os.path.exists(log):
-            os.unlink(log)
-        proc = self.procs.start("h2load", cmd, log)
-        try:
-            proc.wait(timeout=self.args.duration + 30)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"h2load did not finish in time: {shlex.join(cmd)}")
-        finally:
-            self.procs.stop("h2load")
-        with open(log) as f:
-            text = f.read()
-        if proc.returncode != 0:
-            raise BenchError(f"h2load failed ({proc.returncode}) against {name}:\n{text}")
-        r = parse_h2load(text)
+        r = parse_h2load(self.run_tool("h2load", name, cmd))
         if r["protocol"] != "h2c":
             raise BenchError(f"h2c: {name} negotiated {r['protocol']!r}, not h2c")
         progress(
@@ -1172,12 +1172,10 @@ routes:
             return
         self.start_proxies("h2c")
         payload = self.payloads["sample"]
-        samples = {name: [] for name, _ in TARGETS}
-        for rnd in range(self.args.rounds):
-            progress(f"h2c: round {rnd + 1}/{self.args.rounds}")
-            for name, port in TARGETS:
-                samples[name].append(self.run_h2load(name, port, payload))
-                time.sleep(0.3)
+        ports = dict(TARGETS)
+        samples = self.interleaved(
+            "h2c", list(ports), lambda name: self.run_h2load(name, ports[name], payload)
+        )
         result = {}
         for name, rs in samples.items():
             result[name] = {
