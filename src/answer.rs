@@ -121,8 +121,8 @@ impl Answer {
     }
 
     /// The answer as hyper's response (HTTP/2, which has no `Connection` field).
-    pub fn into_response(self) -> HttpResponse {
-        let mut resp = Response::new(Full::new(self.body.clone()));
+    pub fn into_response(mut self) -> HttpResponse {
+        let mut resp = Response::new(Full::new(std::mem::take(&mut self.body)));
         *resp.status_mut() = self.status;
         let headers = resp.headers_mut();
         for (name, value) in self.fields() {
