@@ -18,6 +18,9 @@ Options:
     --peers DIR      directory holding nginx.conf, haproxy.cfg and payload.json
                      (default: <repo>/../shared/bench)
 
+The keepalive scenario has a fourth row: hookgate on a route with no signature to
+check (`verify: { none: true }`, allowlist only), the verification's cost measured.
+
 Setup (2 cores): the upstream sink (`hookgate sink`, 1 worker) and wrk share core 0;
 the proxy under test (hookgate, nginx or haproxy, one worker each) runs on core 1. The
 `allcores` scenario runs the proxies unpinned with 2 workers each and wrk unpinned. The
@@ -80,6 +83,12 @@ ADMIN_PORT = 9101
 NGINX_PORT = 9200
 HAPROXY_PORT = 9300
 PATH = "/hooks/expel"
+# The keepalive scenario's extra hookgate row: a route with no signature to check
+# (`verify: { none: true }`, allowlist only), so that the table shows what the
+# verification itself costs against the same gateway doing everything else.
+OPEN_ROUTE = "open"
+OPEN_PATH = "/hooks/open"
+OPEN_TARGET = "hookgate verify: none"
 # The `queued` scenario's twin of the bench route: same verification, delivery: queued.
 QUEUED_ROUTE = "expel-queued"
 QUEUED_PATH = "/hooks/expel-queued"
@@ -757,6 +766,12 @@ routes:
     verify: {{ preset: expel, secrets: ["{SECRET.decode()}"] }}
     max_body: 2MiB
     upstream: http://{HOST}:{SINK_PORT}/expel
+  - name: {OPEN_ROUTE}
+    path: {OPEN_PATH}
+    verify: {{ none: true }}
+    allow_ips: [{HOST}/32]
+    max_body: 2MiB
+    upstream: http://{HOST}:{SINK_PORT}/expel
 {queued_route}"""
             )
         return path
@@ -942,22 +957,24 @@ routes:
         return r
 
     def load(self, scenario, runs, threads, conns, core, scheme="http"):
-        """runs: [(target name, port, payload, expected status)], interleaved per round.
-        Returns {target: medians}."""
-        for name, port, payload, expect in runs:
-            status = probe(port, payload.body, payload.sig, scheme)
+        """runs: [(target name, port, payload, expected status, path)], interleaved per
+        round. Returns {target: medians}."""
+        for name, port, payload, expect, path in runs:
+            status = probe(port, payload.body, payload.sig, scheme, path)
             if status != expect:
                 raise BenchError(
                     f"{scenario}: {name} answered {status} to a probe, expected {expect}"
                 )
-        by_name = {name: (port, payload) for name, port, payload, _ in runs}
+        by_name = {name: (port, payload, path) for name, port, payload, _, path in runs}
         samples = self.interleaved(
             scenario,
             list(by_name),
-            lambda name: self.run_wrk(name, *by_name[name], threads, conns, core, scheme),
+            lambda name: self.run_wrk(
+                name, *by_name[name][:2], threads, conns, core, scheme, by_name[name][2]
+            ),
         )
-        for name, port, payload, expect in runs:
-            status = probe(port, payload.body, payload.sig, scheme)
+        for name, port, payload, expect, path in runs:
+            status = probe(port, payload.body, payload.sig, scheme, path)
             if status != expect:
                 raise BenchError(
                     f"{scenario}: {name} answered {status} after the load, expected {expect}"
@@ -1001,14 +1018,15 @@ routes:
     def three_way(
         self, scenario, title, payload_name, mode="pinned", scheme="http", targets=TARGETS, notes=()
     ):
-        """notes: extra report lines between the setup line and the table."""
+        """targets: [(name, port)] or [(name, port, path)] (default path PATH); notes:
+        extra report lines between the setup line and the table."""
         self.start_proxies(mode)
         payload = self.payloads[payload_name]
         if mode == "allcores":
             threads, conns, core = 2, 64, None
         else:
             threads, conns, core = 1, 32, LOAD_CORE
-        runs = [(name, port, payload, 200) for name, port in targets]
+        runs = [(t[0], t[1], payload, 200, t[2] if len(t) > 2 else PATH) for t in targets]
         result = self.load(scenario, runs, threads, conns, core, scheme)
         self.results[scenario] = result
         self.out.line(f"### {scenario}: {title}")
@@ -1034,6 +1052,12 @@ routes:
             "keepalive",
             "keep-alive POSTs of the 1682-byte sample event",
             "sample",
+            targets=[TARGETS[0], (OPEN_TARGET, HOOKGATE_PORT, OPEN_PATH), *TARGETS[1:]],
+            notes=[
+                f"`{OPEN_TARGET}` is the same hookgate process on a route with no signature "
+                f"(`{OPEN_PATH}`: `verify: {{ none: true }}`, allowlist 127.0.0.1): every "
+                "other stage runs, so its row against hookgate's is the verification's cost."
+            ],
         )
 
     def sc_body64k(self):
@@ -1053,12 +1077,12 @@ routes:
     def sc_forged(self):
         self.start_proxies("pinned")
         forged = self.payloads["forged"]
-        runs = [("hookgate forged", HOOKGATE_PORT, forged, 406)]
+        runs = [("hookgate forged", HOOKGATE_PORT, forged, 406, PATH)]
         accepted = self.results.get("keepalive", {}).get("hookgate")
         source = "keepalive scenario"
         if accepted is None:
             # keepalive not run: measure accepted deliveries in the same rounds.
-            runs.append(("hookgate accepted", HOOKGATE_PORT, self.payloads["sample"], 200))
+            runs.append(("hookgate accepted", HOOKGATE_PORT, self.payloads["sample"], 200, PATH))
             source = "measured alongside (keepalive not run)"
         result = self.load("forged", runs, 1, 32, LOAD_CORE)
         r = result["hookgate forged"]
