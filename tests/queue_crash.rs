@@ -5,6 +5,10 @@
 //! (delivery is at least once).
 //!
 //! Run with `cargo test --test queue_crash -- --nocapture` to see the totals.
+//!
+//! Also here: the store failing under the gateway (a file-size limit makes SQLite's
+//! writes fail, as a full disk would): `503 store_unavailable` with a `Retry-After`, the
+//! gateway keeps serving, and what it acknowledged before is delivered.
 
 mod common;
 
@@ -52,6 +56,9 @@ struct GatewayProcess {
     log: PathBuf,
     addr: SocketAddr,
     starts: usize,
+    /// RLIMIT_FSIZE for the next start, in 512-byte blocks (writes past it fail with
+    /// EFBIG, with SIGXFSZ ignored): a disk that fills up.
+    fsize_blocks: Option<u64>,
 }
 
 impl GatewayProcess {
@@ -62,6 +69,7 @@ impl GatewayProcess {
             log,
             addr,
             starts: 0,
+            fsize_blocks: None,
         };
         gw.spawn().await;
         gw
@@ -75,7 +83,21 @@ impl GatewayProcess {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
+        let mut command = match self.fsize_blocks {
+            None => Command::new(BIN),
+            Some(blocks) => {
+                // An ignored signal stays ignored across exec; `ulimit -f` counts 512-byte
+                // blocks in a POSIX shell.
+                let mut c = Command::new("/bin/sh");
+                c.args([
+                    "-c",
+                    &format!("trap '' XFSZ; ulimit -f {blocks}; exec \"$0\" \"$@\""),
+                ])
+                .arg(BIN);
+                c
+            }
+        };
+        let child = command
             .args(["--log-level", "warn", "serve", "--config"])
             .arg(&self.config)
             .stdin(Stdio::null())
@@ -201,7 +223,7 @@ fn arrivals(up: &Upstream) -> HashMap<usize, usize> {
         let text = String::from_utf8_lossy(&r.body);
         let id: usize = text
             .strip_prefix("{\"id\":")
-            .and_then(|s| s.strip_suffix('}'))
+            .and_then(|s| s.split([',', '}']).next())
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("unexpected body at the upstream: {text:?}"));
         *counts.entry(id).or_insert(0) += 1;
@@ -362,4 +384,147 @@ async fn crash_test() {
         gw.log_tail()
     );
     drop(gw);
+}
+
+/// The store's disk fills up under a running gateway: SQLite's writes fail (EFBIG under
+/// a file-size limit; ENOSPC would do the same), and a queued route answers `503
+/// store_unavailable` with a `Retry-After` (the sender tries again later), logs why,
+/// and keeps serving. Every delivery it acknowledged before is delivered, once the
+/// gateway runs again with room on its disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_answers_503_and_loses_nothing_acknowledged() {
+    tokio::time::timeout(Duration::from_secs(60), failing_store())
+        .await
+        .expect("the failing-store test finished within its time limit");
+}
+
+async fn failing_store() {
+    let dir = TempDir::new("queue-disk-full");
+    let up = Upstream::start().await;
+    let listen = closed_port().await;
+    let config = write_config(&dir, listen, up.addr);
+    let log = dir.0.join("hookgate.log");
+    let mut gw = GatewayProcess {
+        child: None,
+        config,
+        log,
+        addr: listen,
+        starts: 0,
+        // 1 MiB: room for the new store, and for some of the deliveries below.
+        fsize_blocks: Some(2048),
+    };
+    gw.spawn().await;
+
+    let pad = "x".repeat(24 * 1024);
+    let mut acked = BTreeSet::new();
+    let mut refused = 0;
+    let mut after_refusal = Vec::new();
+    for id in 0..100 {
+        let (status, retry_after, body) = post_padded(listen, id, &pad).await;
+        match (status, body.as_ref()) {
+            (200, b"queued\n") if refused == 0 => {
+                acked.insert(id);
+            }
+            (200, b"queued\n") => {
+                acked.insert(id);
+                after_refusal.push(200);
+            }
+            (503, b"store_unavailable\n") => {
+                assert_eq!(retry_after.as_ref().map(|v| v.as_bytes()), Some(&b"5"[..]));
+                if refused > 0 {
+                    after_refusal.push(503);
+                }
+                refused += 1;
+            }
+            other => panic!(
+                "delivery {id}: {} {:?}; the gateway's log:\n{}",
+                other.0,
+                String::from_utf8_lossy(other.1),
+                gw.log_tail()
+            ),
+        }
+        if refused >= 3 {
+            break;
+        }
+    }
+    assert!(
+        !acked.is_empty() && refused >= 3,
+        "expected some deliveries stored, then 503s: {} acknowledged, {refused} refused; \
+         the gateway's log:\n{}",
+        acked.len(),
+        gw.log_tail()
+    );
+    // It kept serving after the first refusal, and is still running.
+    assert!(!after_refusal.is_empty());
+    assert!(
+        gw.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the gateway exited; its log:\n{}",
+        gw.log_tail()
+    );
+    let text = std::fs::read_to_string(&gw.log).unwrap();
+    assert!(
+        text.contains("cannot store a delivery"),
+        "the log says why:\n{text}"
+    );
+
+    // Room on the disk again: the same store, restarted without the limit, delivers
+    // every acknowledged delivery (some may have gone out already).
+    gw.kill();
+    gw.fsize_blocks = None;
+    gw.spawn().await;
+    // And takes new deliveries again.
+    let (status, _, body) = post_padded(listen, 1000, &pad).await;
+    assert_eq!((status, body.as_ref()), (200, &b"queued\n"[..]));
+    acked.insert(1000);
+    let start = Instant::now();
+    let missing = loop {
+        let got = arrivals(&up);
+        let missing: Vec<usize> = acked
+            .iter()
+            .copied()
+            .filter(|id| !got.contains_key(id))
+            .collect();
+        if missing.is_empty() || start.elapsed() > Duration::from_secs(20) {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        missing.is_empty(),
+        "acknowledged deliveries never arrived: {missing:?}; the gateway's log:\n{}",
+        gw.log_tail()
+    );
+    eprintln!(
+        "failing store: {} acknowledged, {refused} refused with 503 store_unavailable, \
+         answers after the first refusal {after_refusal:?}; all acknowledged delivered",
+        acked.len()
+    );
+}
+
+/// POSTs `{"id":ID,"pad":"PAD"}` to the queued route on a new connection: the status,
+/// the `Retry-After` and the body.
+async fn post_padded(
+    addr: SocketAddr,
+    id: usize,
+    pad: &str,
+) -> (u16, Option<http::HeaderValue>, Bytes) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post("/q")
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::from(format!(
+            "{{\"id\":{id},\"pad\":\"{pad}\"}}"
+        ))))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("the gateway answers")
+        .expect("an answer, not a dropped connection");
+    let status = resp.status().as_u16();
+    let retry_after = resp.headers().get("retry-after").cloned();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, retry_after, body)
 }
