@@ -235,18 +235,13 @@ impl Store {
             .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
         let instance = init(&conn, settings)
             .map_err(|e| format!("cannot prepare the store {}: {e}", path.display()))?;
-        let undelivered: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM deliveries WHERE state != 1",
-                [],
-                |r| r.get(0),
-            )
+        let undelivered = count_undelivered(&conn)
             .map_err(|e| format!("cannot read the store {}: {e}", path.display()))?;
         let (tx, rx) = mpsc::channel();
         let mut worker = Worker {
             conn,
             settings: settings.clone(),
-            undelivered: undelivered.max(0) as u64,
+            undelivered,
         };
         std::thread::Builder::new()
             .name("hookgate-store".into())
@@ -503,16 +498,33 @@ fn apply(
             }
             answer(reply, result)
         }
-        Op::Sweep(before, reply) => answer(
-            reply,
-            tx.execute(
-                "DELETE FROM deliveries WHERE state = 1 AND finished_ms < ?1",
-                params![before],
-            )
-            .map(|n| n as u64)
-            .map_err(unavailable),
-        ),
+        Op::Sweep(before, reply) => {
+            let result = tx
+                .execute(
+                    "DELETE FROM deliveries WHERE state = 1 AND finished_ms < ?1",
+                    params![before],
+                )
+                .map(|n| n as u64);
+            // The periodic sweep also counts the undelivered rows again, so that rows
+            // another process changed in the file (`hookgate dlq purge|replay --store`
+            // on a gateway without an admin listener) count within a sweep interval.
+            let result = result.and_then(|n| {
+                *undelivered = count_undelivered(tx)?;
+                Ok(n)
+            });
+            answer(reply, result.map_err(unavailable))
+        }
     }
+}
+
+/// Rows not yet delivered (pending, in flight or dead): what `max_deliveries` caps.
+fn count_undelivered(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT count(*) FROM deliveries WHERE state != 1",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n.max(0) as u64)
 }
 
 fn insert(tx: &rusqlite::Transaction<'_>, d: &NewDelivery) -> rusqlite::Result<i64> {
@@ -868,6 +880,43 @@ mod tests {
         assert!(store.enqueue(delivery("r", b"y")).await.is_ok());
         assert_eq!(
             store.enqueue(delivery("r", b"z")).await,
+            Err(StoreError::Full)
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_sees_rows_another_process_deleted() {
+        let (mut s, dir) = settings("recount");
+        s.max_deliveries = 2;
+        let store = Store::open(&s).unwrap();
+        store.enqueue(delivery("r", b"a")).await.unwrap();
+        store.enqueue(delivery("r", b"b")).await.unwrap();
+        assert_eq!(
+            store.enqueue(delivery("r", b"c")).await,
+            Err(StoreError::Full)
+        );
+        // Another process (the CLI on the file) deletes a row behind the store's back.
+        let other = Connection::open(&s.path).unwrap();
+        other.busy_timeout(Duration::from_secs(5)).unwrap();
+        let gone = other
+            .execute(
+                "DELETE FROM deliveries WHERE id = (SELECT min(id) FROM deliveries)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(gone, 1);
+        drop(other);
+        // Unseen until the next sweep, which counts again.
+        assert_eq!(
+            store.enqueue(delivery("r", b"c")).await,
+            Err(StoreError::Full)
+        );
+        assert_eq!(store.sweep(now_ms()).await.unwrap(), 0);
+        store.enqueue(delivery("r", b"c")).await.unwrap();
+        assert_eq!(
+            store.enqueue(delivery("r", b"d")).await,
             Err(StoreError::Full)
         );
         drop(store);
