@@ -393,6 +393,36 @@ pub fn render(config: &Config, label: &str) -> String {
         l.max_headers,
         l.h2_max_concurrent_streams,
     ));
+    let off_or = |d: std::time::Duration, on: String| match d.is_zero() {
+        true => "off".to_string(),
+        false => on,
+    };
+    out.push_str(&format!(
+        "limits body_min_rate {}  max_connection_age {}  h2 keepalive {}\n",
+        match l.body_min_rate {
+            0 => "off".to_string(),
+            rate => format!(
+                "{}/s after {}",
+                units::format_size(rate),
+                units::format_duration(l.body_min_rate_grace)
+            ),
+        },
+        off_or(
+            l.max_connection_age,
+            format!(
+                "{} (less up to 10%)",
+                units::format_duration(l.max_connection_age)
+            )
+        ),
+        off_or(
+            l.h2_keepalive_interval,
+            format!(
+                "{} (timeout {})",
+                units::format_duration(l.h2_keepalive_interval),
+                units::format_duration(l.h2_keepalive_timeout)
+            )
+        ),
+    ));
     out.push_str(&format!(
         "reload {}\n\n",
         if config.reload.watch {

@@ -108,6 +108,13 @@ fn check_accepts_a_valid_config_and_masks_secrets() {
     assert!(stdout.contains("/hooks/expel"));
     assert!(stdout.contains("env:HOOKGATE_TEST_SECRET=****"), "{stdout}");
     assert!(stdout.contains("inline=****"), "{stdout}");
+    // The connection-hygiene defaults, including the ones that are off.
+    assert!(
+        stdout.contains(
+            "limits body_min_rate 1KiB/s after 5s  max_connection_age off  h2 keepalive 30s (timeout 10s)"
+        ),
+        "{stdout}"
+    );
     assert!(
         !stdout.contains("env-s3cret-value") && !stdout.contains("inline-s3cret"),
         "{stdout}"

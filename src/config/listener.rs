@@ -35,17 +35,30 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// From the head to the whole body.
     pub body_timeout: Duration,
+    /// Bytes per second a body must keep up after `body_min_rate_grace` (0: no minimum):
+    /// each byte received earns `1 / body_min_rate` seconds more (Apache mod_reqtimeout's
+    /// `MinRate`), within `body_timeout`.
+    pub body_min_rate: u64,
+    /// The time a body gets before `body_min_rate` applies.
+    pub body_min_rate_grace: Duration,
     /// A keep-alive connection with no request in progress is closed after this.
     pub idle_timeout: Duration,
     /// The largest request head (431 above it).
     pub max_header_bytes: usize,
     /// The most header fields in a request (431 above it).
     pub max_headers: usize,
+    /// A connection older than this (less up to 10% jitter) is wound down after its
+    /// current requests: HTTP/1.1 says `Connection: close`, HTTP/2 sends GOAWAY. Zero: off.
+    pub max_connection_age: Duration,
     pub h2_max_concurrent_streams: u32,
     pub h2_max_header_list: u32,
     pub h2_stream_window: u32,
     pub h2_connection_window: u32,
     pub h2_max_frame_size: u32,
+    /// HTTP/2 keep-alive PINGs after this long without a frame from the peer (zero: off).
+    pub h2_keepalive_interval: Duration,
+    /// An unanswered keep-alive PING closes the connection after this.
+    pub h2_keepalive_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -56,14 +69,21 @@ impl Default for Limits {
             max_connections_per_ip: 256,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            body_min_rate: 1024,
+            body_min_rate_grace: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            // Off: hardening.md proposes 1 h, but a webhook sender's connections are short
+            // or idle-closed already, and an age cut only helps behind a rebalancing LB.
+            max_connection_age: Duration::ZERO,
             h2_max_concurrent_streams: 100,
             h2_max_header_list: 16 * 1024,
             h2_stream_window: 64 * 1024,
             h2_connection_window: 1024 * 1024,
             h2_max_frame_size: 16 * 1024,
+            h2_keepalive_interval: Duration::from_secs(30),
+            h2_keepalive_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -202,6 +222,14 @@ fn read_positive(node: Option<super::tree::Owned<'_>>, errs: &mut Errors) -> Opt
     Some(d)
 }
 
+/// A duration where zero means off: `0s`, or a bare `0` (which cannot be misread).
+fn zero_or_duration(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "0" => Ok(Duration::ZERO),
+        s => units::parse_duration(s),
+    }
+}
+
 /// `limits: { … }`, every key optional.
 pub(super) fn read_limits(top: &mut MapReader<'_>, errs: &mut Errors) -> Limits {
     let mut l = Limits::default();
@@ -247,9 +275,44 @@ pub(super) fn read_limits(top: &mut MapReader<'_>, errs: &mut Errors) -> Limits 
         ("header_timeout", &mut l.header_timeout),
         ("body_timeout", &mut l.body_timeout),
         ("idle_timeout", &mut l.idle_timeout),
+        ("h2_keepalive_timeout", &mut l.h2_keepalive_timeout),
     ] {
         if let Some(d) = read_positive(m.get(key), errs) {
             *slot = d;
+        }
+    }
+    // Zero turns these off (for the grace: the rate applies from the body's start).
+    if let Some(d) = m
+        .get("body_min_rate_grace")
+        .and_then(|n| n.node().parsed(errs, zero_or_duration))
+    {
+        l.body_min_rate_grace = d;
+    }
+    if let Some(d) = m
+        .get("h2_keepalive_interval")
+        .and_then(|n| n.node().parsed(errs, zero_or_duration))
+    {
+        l.h2_keepalive_interval = d;
+    }
+    if let Some(n) = m.get("max_connection_age") {
+        // Under a second would end connections before their first request is done.
+        match n.node().parsed(errs, zero_or_duration) {
+            Some(d) if !d.is_zero() && d < Duration::from_secs(1) => {
+                n.node().err(errs, "must be 0s (off) or at least 1s")
+            }
+            Some(d) => l.max_connection_age = d,
+            None => {}
+        }
+    }
+    // Bytes per second, written as a size (`1KiB`, or `1KiB/s`); 0 turns it off.
+    if let Some(n) = m.get("body_min_rate") {
+        let rate = n.node().parsed(errs, |s| {
+            units::parse_size(s.trim().strip_suffix("/s").unwrap_or(s))
+        });
+        match rate {
+            Some(v) if v > 1 << 30 => n.node().err(errs, "must be between 0 and 1GiB/s"),
+            Some(v) => l.body_min_rate = v,
+            None => {}
         }
     }
     // Under 8 KiB would refuse ordinary senders' heads; 1 MiB is far beyond any sender.

@@ -661,6 +661,78 @@ fn limits_and_reload_have_safe_defaults_and_checked_ranges() {
 }
 
 #[test]
+fn body_rate_connection_age_and_h2_keepalive_have_defaults_zero_turns_them_off() {
+    let l = ok(MINIMAL).limits;
+    assert_eq!(l.body_min_rate, 1024);
+    assert_eq!(l.body_min_rate_grace, Duration::from_secs(5));
+    assert_eq!(l.max_connection_age, Duration::ZERO);
+    assert_eq!(l.h2_keepalive_interval, Duration::from_secs(30));
+    assert_eq!(l.h2_keepalive_timeout, Duration::from_secs(10));
+    let l = ok(&format!(
+        "limits: {{ body_min_rate: 4KiB/s, body_min_rate_grace: 2s, max_connection_age: 1h, \
+         h2_keepalive_interval: 500ms, h2_keepalive_timeout: 1s }}\n{MINIMAL}"
+    ))
+    .limits;
+    assert_eq!(l.body_min_rate, 4096);
+    assert_eq!(l.body_min_rate_grace, Duration::from_secs(2));
+    assert_eq!(l.max_connection_age, Duration::from_secs(3600));
+    assert_eq!(l.h2_keepalive_interval, Duration::from_millis(500));
+    assert_eq!(l.h2_keepalive_timeout, Duration::from_secs(1));
+    // A rate is a size per second, with or without `/s`; 0 (or `0s`) turns a limit off.
+    let l = ok(&format!(
+        "limits: {{ body_min_rate: 0, body_min_rate_grace: 0s, max_connection_age: 0, \
+         h2_keepalive_interval: 0s }}\n{MINIMAL}"
+    ))
+    .limits;
+    assert_eq!(l.body_min_rate, 0);
+    assert_eq!(l.body_min_rate_grace, Duration::ZERO);
+    assert_eq!(l.max_connection_age, Duration::ZERO);
+    assert_eq!(l.h2_keepalive_interval, Duration::ZERO);
+    assert_eq!(
+        ok(&format!("limits: {{ body_min_rate: 512 }}\n{MINIMAL}"))
+            .limits
+            .body_min_rate,
+        512
+    );
+    for (yaml, want) in [
+        (
+            "limits: { body_min_rate: fast }",
+            "limits.body_min_rate: size \"fast\" does not start with a whole number",
+        ),
+        (
+            "limits: { body_min_rate: 2GiB/s }",
+            "limits.body_min_rate: must be between 0 and 1GiB/s",
+        ),
+        (
+            "limits: { body_min_rate_grace: 5 }",
+            "limits.body_min_rate_grace: duration \"5\" needs a unit",
+        ),
+        (
+            "limits: { max_connection_age: 500ms }",
+            "limits.max_connection_age: must be 0s (off) or at least 1s",
+        ),
+        (
+            "limits: { max_connection_age: forever }",
+            "limits.max_connection_age: duration \"forever\" does not start with a number",
+        ),
+        (
+            "limits: { h2_keepalive_interval: 30 }",
+            "limits.h2_keepalive_interval: duration \"30\" needs a unit",
+        ),
+        (
+            "limits: { h2_keepalive_timeout: 0s }",
+            "limits.h2_keepalive_timeout: must be more than zero",
+        ),
+    ] {
+        let errs = errors(&format!("{yaml}\n{MINIMAL}"));
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "want {want:?}: {errs:?}"
+        );
+    }
+}
+
+#[test]
 fn the_full_hmac_form_reads_every_shape() {
     let c = ok(r#"
 routes:
