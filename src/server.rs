@@ -91,7 +91,7 @@ pub struct Gateway {
     /// Requests in progress, counted across config generations (per thread: every
     /// request adds and takes one).
     in_flight: Arc<crate::sharded::ShardedLevel>,
-    body_timeout: Duration,
+    body_deadlines: body::Deadlines,
     pools: upstream::Pools,
     /// The durable queue, for routes with `delivery: queued`.
     queue: Option<Arc<crate::queue::Queue>>,
@@ -213,7 +213,11 @@ impl Gateway {
                 .map(|p| p.ids.clone())
                 .unwrap_or_else(|| Arc::new(RequestIds::new())),
             in_flight: previous.map(|p| p.in_flight.clone()).unwrap_or_default(),
-            body_timeout: config.limits.body_timeout,
+            body_deadlines: body::Deadlines {
+                timeout: config.limits.body_timeout,
+                min_rate: config.limits.body_min_rate,
+                grace: config.limits.body_min_rate_grace,
+            },
             pools,
             queue: previous.and_then(|p| p.queue.clone()),
         }
@@ -280,7 +284,7 @@ impl Gateway {
         conn: ConnInfo,
     ) -> (Answer, Instant)
     where
-        B: Body<Data = Bytes> + Unpin,
+        B: Body<Data = Bytes> + body::Progress + Unpin,
     {
         let start = Instant::now();
         self.in_flight.add(1);
@@ -386,7 +390,7 @@ impl Gateway {
         start: Instant,
     ) -> Result<Answer, Reject>
     where
-        B: Body<Data = Bytes> + Unpin,
+        B: Body<Data = Bytes> + body::Progress + Unpin,
     {
         pipeline::framing::check(req.version, &req.uri, &req.fields).map_err(Reject::Malformed)?;
         let host = req
@@ -418,13 +422,12 @@ impl Gateway {
         body::check_declared_size(declared, route.max_body)?;
 
         // A small body usually arrived with the head: read it without arming a timer,
-        // and only if it has not, wait for the rest under the body deadline.
-        let mut reading = std::pin::pin!(body::read_body(incoming, route.max_body, declared));
-        let body = match std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await {
+        // and only if it has not, wait for the rest under the body deadline and the
+        // minimum rate (one timer for both).
+        let mut reader = body::Reader::new(incoming, route.max_body, declared);
+        let body = match std::future::poll_fn(|cx| Poll::Ready(reader.poll_read(cx))).await {
             Poll::Ready(result) => result?,
-            Poll::Pending => tokio::time::timeout(self.body_timeout, reading)
-                .await
-                .map_err(|_| Reject::BodyTimeout)??,
+            Poll::Pending => body::read_rest(&mut reader, self.body_deadlines).await?,
         };
         log.bytes = body.len();
 
@@ -732,6 +735,7 @@ pub(crate) fn reason_body(reject: Reject) -> &'static [u8] {
         "body_too_large",
         "body_read_error",
         "body_timeout",
+        "body_too_slow",
         "signature_missing",
         "signature_malformed",
         "signature_mismatch",

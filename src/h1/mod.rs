@@ -341,6 +341,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Body for H1Body<'_, S> {
     }
 }
 
+/// Bytes of the body read from the connection and not yet handed out: what a
+/// Content-Length body holds so far, or what a chunked one has not decoded yet.
+impl<S> crate::pipeline::body::Progress for H1Body<'_, S> {
+    fn held(&self) -> u64 {
+        let held = match &self.input.body {
+            BodyState::Length { acc: Some(acc), .. } => acc.len(),
+            BodyState::Length { acc: None, .. } | BodyState::Chunked(_) => self.input.buf.len(),
+            BodyState::Done | BodyState::Ready(_) => 0,
+        };
+        held as u64
+    }
+}
+
 thread_local! {
     /// Where response heads are encoded; what the socket takes at once never leaves it.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(INLINE_BODY + 4096));

@@ -32,6 +32,8 @@ pub enum Reject {
     BodyRead,
     /// The client did not send its whole body within the body deadline.
     BodyTimeout,
+    /// The client's body fell behind `limits.body_min_rate` after its grace period.
+    BodyTooSlow,
     Verify(VerifyError),
     /// A delivery id already accepted within the dedup window: 200, nothing forwarded.
     Duplicate,
@@ -69,6 +71,7 @@ impl Reject {
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BodyRead => StatusCode::BAD_REQUEST,
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Reject::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             Reject::Verify(_) => reject_status,
             Reject::Duplicate => StatusCode::OK,
             Reject::DuplicateInFlight => StatusCode::SERVICE_UNAVAILABLE,
@@ -93,6 +96,7 @@ impl Reject {
             Reject::BodyTooLarge => "body_too_large",
             Reject::BodyRead => "body_read_error",
             Reject::BodyTimeout => "body_timeout",
+            Reject::BodyTooSlow => "body_too_slow",
             Reject::Verify(e) => e.code(),
             Reject::Duplicate => "duplicate",
             Reject::DuplicateInFlight => "duplicate_in_flight",
@@ -118,6 +122,7 @@ impl Reject {
             | Reject::BodyTooLarge
             | Reject::BodyRead
             | Reject::BodyTimeout
+            | Reject::BodyTooSlow
             | Reject::Verify(_)
             | Reject::DuplicateInFlight
             | Reject::HandshakeRefused => "rejected",
@@ -171,6 +176,7 @@ mod tests {
             (Reject::BodyTooLarge, 413, "body_too_large"),
             (Reject::BodyRead, 400, "body_read_error"),
             (Reject::BodyTimeout, 408, "body_timeout"),
+            (Reject::BodyTooSlow, 408, "body_too_slow"),
             (
                 Reject::Verify(VerifyError::SignatureMismatch),
                 406,
