@@ -64,6 +64,12 @@ impl Generation {
             .max_send_buf_size(64 * 1024)
             .max_pending_accept_reset_streams(20)
             .max_local_error_reset_streams(256);
+        // Finds dead peers (not an idle timeout: an answered PING keeps a connection up).
+        // hyper then notes every frame received for the PING's schedule (a lock per frame).
+        if !limits.h2_keepalive_interval.is_zero() {
+            h2.keep_alive_interval(limits.h2_keepalive_interval)
+                .keep_alive_timeout(limits.h2_keepalive_timeout);
+        }
         Generation {
             gateway,
             tls,
