@@ -16,8 +16,12 @@
 //!   started but not complete is cut by the request loop: slowloris), and one with no
 //!   request in progress for
 //!   `idle_timeout`: an idle HTTP/2 connection gets a GOAWAY, which hyper does not send
-//!   by itself. A stalled response write is idle time too. The body deadline is the
-//!   handler's (`body_timeout`).
+//!   by itself. A stalled response write is idle time too. The body deadlines are the
+//!   handler's (`body_timeout`, `body_min_rate`).
+//! - **Age:** a connection older than `max_connection_age` (less up to 10% jitter) is
+//!   wound down like a drain: HTTP/1.1 closes after its current or next answer, HTTP/2
+//!   sends GOAWAY and finishes its streams. HTTP/2 keep-alive PINGs (hyper's) find dead
+//!   peers.
 //! - **Drain:** on shutdown every connection is asked to finish its current requests
 //!   and close (HTTP/1.1 without keep-alive, HTTP/2 GOAWAY).
 
@@ -292,7 +296,7 @@ async fn connection(
         shared,
         gateway: generation.gateway.clone(),
         epoch,
-        track: Arc::new(ConnTrack::new()),
+        track: Arc::new(ConnTrack::new(limits.max_connection_age)),
         peer,
         peer_text: crate::net::canonical(peer.ip()).to_string().into(),
         tls: generation.tls.is_some(),
@@ -477,8 +481,8 @@ where
     let mut stop = ctx.shared.shutdown.subscribe();
     let shutdown = stop.wait_for(|stop| *stop);
     tokio::pin!(shutdown);
-    let watchdog = watchdog(&ctx.track, limits, proto);
-    tokio::pin!(watchdog);
+    let deadlines = watchdog(&ctx.track, limits, proto, ctx.track.first_wait(&limits));
+    tokio::pin!(deadlines);
     let side = Arc::new(SideWake {
         woken: AtomicBool::new(true),
         task: Mutex::new(None),
@@ -495,7 +499,7 @@ where
             }
             side.follow(cx.waker());
             let mut side_cx = Context::from_waker(&side_waker);
-            if let Poll::Ready(expiry) = watchdog.as_mut().poll(&mut side_cx) {
+            if let Poll::Ready(expiry) = deadlines.as_mut().poll(&mut side_cx) {
                 return Poll::Ready(Event::Expired(expiry));
             }
             if shutdown.as_mut().poll(&mut side_cx).is_ready() {
@@ -512,6 +516,21 @@ where
                 closing = true;
             }
             Event::Expired(Expiry::Idle) => return Ok(()),
+            // Old: HTTP/2 says GOAWAY and lets its streams finish; HTTP/1 says
+            // `Connection: close` on its current or next answer (not at once: a request
+            // may be on its way) and keeps its other deadlines.
+            Event::Expired(Expiry::Age) => {
+                tracing::debug!(peer = %ctx.peer, "connection reached max_connection_age");
+                graceful(conn.as_mut());
+                match proto {
+                    Proto::Http2 => closing = true,
+                    Proto::Http1 => {
+                        // Looks at once: the next deadline may be near.
+                        deadlines.set(watchdog(&ctx.track, limits, proto, Duration::ZERO));
+                        side.woken.store(true, Ordering::Release);
+                    }
+                }
+            }
             Event::Expired(Expiry::Head) => {
                 tracing::debug!(peer = %ctx.peer, "request head not complete within header_timeout");
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "header_timeout"));
@@ -591,11 +610,14 @@ enum Expiry {
     Idle,
     /// A request head started but was not complete within `header_timeout`.
     Head,
+    /// The connection reached its `max_connection_age`: wind it down.
+    Age,
 }
 
 /// Sleeps until the connection's deadline passes; a deadline that moved on is followed.
-async fn watchdog(track: &ConnTrack, limits: Limits, proto: Proto) -> Expiry {
-    let sleep = tokio::time::sleep(limits.header_timeout.min(limits.idle_timeout));
+/// `first`: when to look first.
+async fn watchdog(track: &ConnTrack, limits: Limits, proto: Proto, first: Duration) -> Expiry {
+    let sleep = tokio::time::sleep(first);
     tokio::pin!(sleep);
     loop {
         sleep.as_mut().await;
@@ -607,6 +629,20 @@ async fn watchdog(track: &ConnTrack, limits: Limits, proto: Proto) -> Expiry {
 }
 
 const NONE: u64 = u64::MAX;
+
+/// `max_age` in nanoseconds less a random part of up to a tenth of it, so that
+/// connections opened together (a sender's burst, a restart) do not all close together;
+/// `NONE` for zero (no age limit).
+fn jittered_age(max_age: Duration) -> u64 {
+    if max_age.is_zero() {
+        return NONE;
+    }
+    let nanos = u64::try_from(max_age.as_nanos()).unwrap_or(NONE - 1);
+    match nanos / 10 {
+        0 => nanos,
+        tenth => nanos - crate::trace::random_u64() % tenth,
+    }
+}
 
 /// A connection's timeline, in nanoseconds since it was accepted: when the current
 /// request head started, when the connection last became idle, and how many requests
@@ -621,10 +657,13 @@ pub struct ConnTrack {
     waiting: AtomicBool,
     /// HTTP/1: a drain asked the connection to close after its current request.
     closing: AtomicBool,
+    /// When the connection reaches its `max_connection_age` (`NONE`: off, or reached).
+    old_at: AtomicU64,
 }
 
 impl ConnTrack {
-    fn new() -> Self {
+    /// A new connection's timeline; `max_age` zero: no age limit.
+    fn new(max_age: Duration) -> Self {
         ConnTrack {
             epoch: Instant::now(),
             active: AtomicUsize::new(0),
@@ -633,6 +672,7 @@ impl ConnTrack {
             idle_since: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            old_at: AtomicU64::new(jittered_age(max_age)),
         }
     }
 
@@ -672,9 +712,32 @@ impl ConnTrack {
         Busy(self.clone(), None)
     }
 
+    /// When a new connection's watchdog first looks: no later than its first head is
+    /// due, or it becomes old (a clock reading only with an age limit).
+    fn first_wait(&self, limits: &Limits) -> Duration {
+        let first = limits.header_timeout.min(limits.idle_timeout);
+        match self.old_at.load(Ordering::Relaxed) {
+            NONE => first,
+            at => first.min(Duration::from_nanos(at.saturating_sub(self.now()))),
+        }
+    }
+
     /// `Ok(wait)`: check again after `wait`; `Err`: the connection is past a deadline.
+    /// [`Expiry::Age`] is reported once; the other deadlines still apply after it.
     fn check(&self, limits: &Limits, heads: bool) -> Result<Duration, Expiry> {
         let now = self.now();
+        let old_at = self.old_at.load(Ordering::Relaxed);
+        if now >= old_at {
+            self.old_at.store(NONE, Ordering::Relaxed);
+            return Err(Expiry::Age);
+        }
+        let until_old = Duration::from_nanos(old_at - now);
+        self.check_use(limits, heads, now)
+            .map(|wait| wait.min(until_old))
+    }
+
+    /// The request deadlines: the first head's, a head's, idleness.
+    fn check_use(&self, limits: &Limits, heads: bool, now: u64) -> Result<Duration, Expiry> {
         if self.active.load(Ordering::Relaxed) > 0 {
             return Ok(limits.header_timeout.min(limits.idle_timeout));
         }
@@ -733,7 +796,7 @@ mod tests {
     #[test]
     fn the_timeline_picks_the_deadline_that_applies() {
         let l = limits(50, 200);
-        let t = Arc::new(ConnTrack::new());
+        let t = Arc::new(ConnTrack::new(Duration::ZERO));
         // A new connection owes its first head within the header timeout.
         assert!(t.check(&l, true).unwrap() <= Duration::from_millis(50));
         let busy = t.begin();
@@ -757,9 +820,32 @@ mod tests {
     }
 
     #[test]
+    fn an_old_connection_is_told_once_and_keeps_its_other_deadlines() {
+        let l = limits(50, 200);
+        // Off: never old.
+        assert_eq!(jittered_age(Duration::ZERO), NONE);
+        // Up to a tenth less than the age, never more.
+        for _ in 0..100 {
+            let at = jittered_age(Duration::from_secs(10));
+            assert!((9_000_000_000..=10_000_000_000).contains(&at), "{at}");
+        }
+        let t = Arc::new(ConnTrack::new(Duration::from_millis(100)));
+        let busy = t.begin();
+        // In use: the watchdog looks again no later than when the connection gets old.
+        assert!(t.check(&l, true).unwrap() <= Duration::from_millis(50));
+        assert!(t.first_wait(&limits(5000, 5000)) <= Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(110));
+        assert_eq!(t.check(&l, true), Err(Expiry::Age));
+        // Said once; then the request deadlines apply as before.
+        assert!(t.check(&l, true).is_ok());
+        drop(busy);
+        assert!(t.check(&l, false).unwrap() > Duration::from_millis(150));
+    }
+
+    #[test]
     fn a_request_ended_at_a_given_time_starts_the_idle_clock_then() {
         let l = limits(50, 200);
-        let t = Arc::new(ConnTrack::new());
+        let t = Arc::new(ConnTrack::new(Duration::ZERO));
         // Ended 150 ms before now (by the handler's reading): 50 ms of idleness are left.
         let busy = t.begin();
         std::thread::sleep(Duration::from_millis(160));
