@@ -12,9 +12,11 @@ Options:
     --rounds N       rounds per scenario; targets are interleaved A B C A B C ... and
                      the median of each figure is reported (default 3)
     --scenarios L    comma list out of: keepalive, body64k, body1m, forged, allcores,
-                     tls, h2c, queued, rss, crypto (default: all, in that order)
+                     tls, h2c, queued, rss, crypto, profile (default: all, in that order)
     --no-build       do not run `cargo build --release` first
-    --write          also write the whole report to bench/RESULTS.md (overwritten)
+    --write          also write the whole report to bench/RESULTS.md (overwritten),
+                     and the profile scenario's flamegraphs to bench/flamegraphs/
+                     (target/flamegraphs/ otherwise)
     --peers DIR      directory holding nginx.conf, haproxy.cfg and payload.json
                      (default: <repo>/../shared/bench)
 
@@ -35,6 +37,11 @@ twin of the bench route (/hooks/expel-queued, `delivery: queued`): interleaved r
 the sync route, the queued route with the sink up (accept + deliver; the backlog left
 is read from `GET /queue/stats`, or the store file read-only), and the queued route with
 the sink stopped, with synchronous FULL and NORMAL.
+The `profile` scenario samples one worker's process with `perf record` (DWARF call
+graphs) in the middle of a keep-alive run (hookgate signed, hookgate forged, haproxy,
+nginx; pinned as above), splits its samples by leaf function (kernel, SHA-256, the
+allocator, libc, the rest) and writes a flamegraph per run with inferno (skipped with a
+note without perf or inferno: `cargo install inferno --locked`).
 Everything listens on and talks to 127.0.0.1 only: sink :9000, hookgate :9100 (admin
 :9101), nginx :9200, haproxy :9300. Every process started is killed (process group)
 on exit, on errors and on Ctrl-C.
@@ -116,7 +123,17 @@ ALL_SCENARIOS = [
     "queued",
     "rss",
     "crypto",
+    "profile",
 ]
+
+# The `profile` scenario: perf's sampling rate and stack copy (DWARF unwinding: the
+# release build has no frame pointers; 64 KiB of stack reaches main() for 97% of samples).
+PERF_FREQ = 499
+PERF_STACK = 65528
+FLAMEGRAPHS = os.path.join(REPO, "bench", "flamegraphs")
+FLAMEGRAPHS_SCRATCH = os.path.join(REPO, "target", "flamegraphs")
+PROFILE_TOOLS = ["perf", "inferno-collapse-perf", "inferno-flamegraph"]
+PROFILE_HINT = "apt-get install -y linux-perf && cargo install inferno --locked"
 
 RSS_CONNECTIONS = 10_000
 RSS_WINDOW = 256
@@ -610,9 +627,9 @@ def still_open(sock):
     return bool(data)
 
 
-def group_rss_kb(pgid):
-    """Sum of VmRSS over the processes of a process group (master and workers)."""
-    total = 0
+def group_members(pgid):
+    """(pid, fields of /proc/PID/stat after the command name) for each process of a
+    process group (a proxy's master and workers)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -620,15 +637,33 @@ def group_rss_kb(pgid):
             with open(f"/proc/{entry}/stat") as f:
                 stat = f.read()
             fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) != pgid:
-                continue
-            with open(f"/proc/{entry}/status") as f:
+            if int(fields[2]) == pgid:
+                yield int(entry), fields
+        except (OSError, ValueError):
+            continue
+
+
+def group_rss_kb(pgid):
+    """Sum of VmRSS over the processes of a process group (master and workers)."""
+    total = 0
+    for pid, _ in group_members(pgid):
+        try:
+            with open(f"/proc/{pid}/status") as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
         except (OSError, ValueError):
             continue
     return total
+
+
+def group_cpu_ticks(pgid):
+    """(user, system) clock ticks the processes of a process group have used so far."""
+    user = system = 0
+    for _, fields in group_members(pgid):
+        user += int(fields[11])
+        system += int(fields[12])
+    return user, system
 
 
 def kb_to_mb(kb):
@@ -652,6 +687,59 @@ def ratio(a, b):
 
 def fmt_ratio(r):
     return "-" if r is None else f"{r:.2f}×"
+
+
+PROFILE_TOP = 10
+
+
+def leaf_kind(leaf):
+    """What a sampled function (the top of a stack, as inferno-collapse-perf --all
+    names it) is: kernel, sha256, alloc, libc or own."""
+    if leaf.endswith("_[k]"):
+        return "kernel"
+    low = leaf.lower()
+    if "sha2::" in low or "sha256" in low:
+        return "sha256"
+    if (
+        low.startswith(("mi_", "_mi_", "__rust_alloc", "__rust_dealloc", "__rust_realloc"))
+        or low in ("malloc", "free", "realloc", "calloc", "cfree")
+        or low.startswith(("_int_malloc", "_int_free", "malloc_", "__libc_malloc", "__libc_free"))
+    ):
+        return "alloc"
+    if low.startswith(("__libc_", "__mem", "mem", "__strlen", "__strchr", "__GI_")) or "[libc" in low:
+        return "libc"
+    return "own"
+
+
+def leaf_shares(folded):
+    """Shares of the samples in inferno-collapse-perf output by leaf_kind, and the top
+    PROFILE_TOP leaf functions: {"kernel": f, ..., "top": [(name, share)]}."""
+    by_kind = {k: 0 for k in ("kernel", "sha256", "alloc", "libc", "own")}
+    by_leaf = {}
+    total = 0
+    for line in folded.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        leaf = stack.rsplit(";", 1)[-1]
+        total += n
+        by_kind[leaf_kind(leaf)] += n
+        by_leaf[leaf] = by_leaf.get(leaf, 0) + n
+    if total == 0:
+        raise BenchError("profile: perf recorded no samples")
+    shares = {k: v / total for k, v in by_kind.items()}
+    top = sorted(by_leaf.items(), key=lambda kv: -kv[1])[:PROFILE_TOP]
+    shares["top"] = [(short_symbol(name), n / total) for name, n in top]
+    return shares
+
+
+def short_symbol(name, width=60):
+    """A function name short enough for a table cell: `_[k]` as ` [k]`, generics cut."""
+    name = name.replace("_[k]", " [k]")
+    name = re.sub(r"<[^<>]*>", "<…>", name)
+    name = name.replace("|", "\\|")
+    return name if len(name) <= width else name[: width - 1] + "…"
 
 
 class Bench:
@@ -1651,6 +1739,141 @@ routes:
             ],
         )
 
+    # ---------------------------------------------------------------- profile
+
+    def perf_run(self, label, name, port, payload, expect, slug, out_dir):
+        """One profiled run: wrk against `name` while `perf record` samples its process
+        in the middle of the run; returns the row for the report."""
+        status = probe(port, payload.body, payload.sig)
+        if status != expect:
+            raise BenchError(f"profile: {label} answered {status} to a probe, expected {expect}")
+        pid = self.pid(name)  # a process group's leader: nginx's workers are in it
+        window = max(1, self.args.duration - 2)
+        data = os.path.join(self.tmp, f"perf-{slug}.data")
+        wrk_log = os.path.join(self.tmp, "wrk.out")
+        if os.path.exists(wrk_log):
+            os.unlink(wrk_log)
+        cmd = pinned(
+            LOAD_CORE,
+            ["wrk", "-t1", "-c32", f"-d{self.args.duration}s", "--latency", "-s", payload.lua,
+             f"http://{HOST}:{port}{PATH}"],
+        )
+        progress(f"profile: {label}")
+        wrk = self.procs.start("wrk", cmd, wrk_log)
+        try:
+            time.sleep(1)
+            before = group_cpu_ticks(pid)
+            started = time.monotonic()
+            status, out = run_cmd(
+                ["perf", "record", "-F", str(PERF_FREQ), "--call-graph", f"dwarf,{PERF_STACK}",
+                 "-p", ",".join(str(p) for p, _ in group_members(pid)), "-o", data,
+                 "--", "sleep", str(window)],
+                timeout=window + 60,
+            )
+            elapsed = time.monotonic() - started
+            after = group_cpu_ticks(pid)
+            if status != 0:
+                raise BenchError(f"perf record failed:\n{out[-2000:]}")
+            try:
+                wrk.wait(timeout=self.args.duration + 30)
+            except subprocess.TimeoutExpired:
+                raise BenchError(f"wrk did not finish in time: {shlex.join(cmd)}")
+        finally:
+            self.procs.stop("wrk")
+        with open(wrk_log) as f:
+            r = parse_wrk(f.read())
+        script = subprocess.Popen(
+            ["perf", "script", "-i", data], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        collapse = subprocess.run(
+            ["inferno-collapse-perf", "--all"], stdin=script.stdout, capture_output=True
+        )
+        script.stdout.close()
+        script.wait()
+        os.unlink(data)
+        if collapse.returncode != 0 or script.returncode != 0:
+            raise BenchError(f"perf script | inferno-collapse-perf failed:\n{collapse.stderr[-2000:]}")
+        folded = collapse.stdout.decode("utf-8", "replace")
+        svg = os.path.join(out_dir, f"{slug}.svg")
+        with open(svg, "wb") as f:
+            fg = subprocess.run(
+                ["inferno-flamegraph", "--title", f"{label}: wrk -t1 -c32, core 1",
+                 "--minwidth", "0.2"],
+                input=collapse.stdout, stdout=f, stderr=subprocess.PIPE,
+            )
+        if fg.returncode != 0:
+            raise BenchError(f"inferno-flamegraph failed:\n{fg.stderr.decode()[-2000:]}")
+        hz = os.sysconf("SC_CLK_TCK")
+        user = (after[0] - before[0]) / hz / elapsed
+        system = (after[1] - before[1]) / hz / elapsed
+        return {
+            "label": label,
+            "rps": r["rps"],
+            "user": user,
+            "system": system,
+            "shares": leaf_shares(folded),
+            "svg": svg,
+        }
+
+    def sc_profile(self):
+        missing = [t for t in PROFILE_TOOLS if shutil.which(t) is None]
+        self.out.line("### profile: where one worker's core goes (perf, flamegraphs)")
+        self.out.line()
+        if missing:
+            self.out.line(f"Skipped: {', '.join(missing)} not installed (`{PROFILE_HINT}`).")
+            self.out.line()
+            return
+        self.start_proxies("pinned")
+        out_dir = FLAMEGRAPHS if self.args.write else FLAMEGRAPHS_SCRATCH
+        os.makedirs(out_dir, exist_ok=True)
+        runs = [
+            ("hookgate, signed", "hookgate", HOOKGATE_PORT, self.payloads["sample"], 200, "hookgate-keepalive"),
+            ("hookgate, forged", "hookgate", HOOKGATE_PORT, self.payloads["forged"], 406, "hookgate-forged"),
+            ("haproxy", "haproxy", HAPROXY_PORT, self.payloads["sample"], 200, "haproxy-keepalive"),
+            ("nginx", "nginx", NGINX_PORT, self.payloads["sample"], 200, "nginx-keepalive"),
+        ]
+        rows = [self.perf_run(*run, out_dir) for run in runs]
+        window = max(1, self.args.duration - 2)
+        self.out.line(
+            f"Each proxy (one worker, core 1) under wrk `-t1 -c32 -d{self.args.duration}s` "
+            f"(core 0) with the 1682-byte sample; `perf record -F {PERF_FREQ} --call-graph "
+            f"dwarf,{PERF_STACK} -p PIDS` (every process of the proxy: nginx's master and worker) for {window} s from the run's second second. Busy: "
+            "the process's user and system CPU over that window (/proc), as a share of one "
+            "core. The other columns split its samples by the function at the top of the "
+            "stack: the kernel's, SHA-256's, the allocator's (mimalloc, malloc), libc's "
+            "(memcpy, the send/recv wrappers), and the rest of the process's own code. One "
+            "run each, not interleaved: shares, not rates, are the point here."
+        )
+        self.out.line()
+        table = []
+        for row in rows:
+            sh = row["shares"]
+            table.append(
+                [
+                    row["label"],
+                    fmt(row["rps"]),
+                    f"{100 * (row['user'] + row['system']):.0f}% "
+                    f"({100 * row['user']:.0f} user, {100 * row['system']:.0f} system)",
+                    *(f"{100 * sh[k]:.1f}%" for k in ("kernel", "sha256", "alloc", "libc", "own")),
+                    f"`{os.path.relpath(row['svg'], REPO)}`",
+                ]
+            )
+        self.out.table(
+            ["process", "req/s", "busy", "kernel", "SHA-256", "allocator", "libc", "own code",
+             "flamegraph"],
+            table,
+        )
+        self.out.line("Top functions by samples at the top of the stack (`[k]`: kernel):")
+        self.out.line()
+        top = [row["shares"]["top"] for row in rows]
+        self.out.table(
+            [row["label"] for row in rows],
+            [
+                [f"{100 * t[i][1]:.1f}% `{t[i][0]}`" if i < len(t) else "" for t in top]
+                for i in range(PROFILE_TOP)
+            ],
+        )
+
     # ---------------------------------------------------------------- targets
 
     def targets(self):
@@ -1854,7 +2077,10 @@ def main(argv):
             report.line()
         bench.check_ports_free()
         bench.prepare_payloads()
-        load = {"keepalive", "body64k", "body1m", "forged", "allcores", "tls", "h2c", "queued", "rss"}
+        load = {
+            "keepalive", "body64k", "body1m", "forged", "allcores", "tls", "h2c", "queued", "rss",
+            "profile",
+        }
         if load & set(args.scenarios):
             bench.start_sink()
         report.line("## results")
