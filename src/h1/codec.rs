@@ -12,7 +12,9 @@
 //!   refuses them before anything else runs: the bytes after such a head are never read
 //!   as a request;
 //! - chunk lines and the trailer section end in CRLF, never a bare LF; chunk sizes have
-//!   at most 16 hex digits; extensions and trailers are bounded and discarded.
+//!   at most 16 hex digits; extensions and trailers are bounded and discarded; a trailer
+//!   line is a field line (`name: value`), as hyper requires too.
+//! - `Connection: close` ends the connection whatever else any Connection line lists.
 
 use crate::answer::Answer;
 use crate::fields::{Fields, Span};
@@ -127,7 +129,7 @@ pub fn parse_head(
     let mut lengths = 0usize;
     let mut codings = 0usize;
     let mut chunked = false;
-    let mut close = version == Version::HTTP_10;
+    let (mut close_option, mut keep_alive_option) = (false, false);
     let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -143,11 +145,11 @@ pub fn parse_head(
             chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    close = false;
-                }
+                close_option |= token.eq_ignore_ascii_case(b"close");
+                // Only from a line that is all ASCII: a line with obs-text is not a token
+                // list, and hyper (so perhaps a proxy in front) would not persist either.
+                keep_alive_option |=
+                    token.eq_ignore_ascii_case(b"keep-alive") && h.value.is_ascii();
             }
         } else if name.eq_ignore_ascii_case(b"expect") && version == Version::HTTP_11 {
             expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
@@ -157,6 +159,9 @@ pub fn parse_head(
             value: at(h.value),
         });
     }
+    // RFC 9112 §9.3: `close` ends the connection whatever else is listed, in any of the
+    // Connection lines; HTTP/1.0 persists only with `keep-alive`.
+    let mut close = close_option || (version == Version::HTTP_10 && !keep_alive_option);
     let framing = match (lengths, codings) {
         (0, 0) => Framing::Empty,
         (1, 0) => match content_length {
@@ -255,6 +260,9 @@ enum ChunkState {
     DataLf,
     /// At the start of a trailer line (or the empty line that ends the body).
     TrailerStart,
+    /// In a trailer field's name.
+    TrailerName,
+    /// In a trailer field's value.
     TrailerLine,
     TrailerLf,
     EndLf,
@@ -328,11 +336,19 @@ impl Chunked {
                 (TrailerStart, b'\r') => EndLf,
                 (EndLf, b'\n') => Done,
                 (TrailerLine, b'\r') => TrailerLf,
-                (TrailerStart | TrailerLine, b) if b != b'\n' && b != 0 => {
-                    self.trailers += 1;
-                    if self.trailers > MAX_TRAILERS {
-                        return Err(ChunkError::TooLong);
-                    }
+                // A trailer line is a field line (RFC 9112 §7.1.2, RFC 9110 §5.5):
+                // a token, `:`, then visible bytes, obs-text, spaces and tabs (obs-fold
+                // is not allowed).
+                (TrailerStart | TrailerName, b) if is_tchar(b) => {
+                    self.count_trailer()?;
+                    TrailerName
+                }
+                (TrailerName, b':') => {
+                    self.count_trailer()?;
+                    TrailerLine
+                }
+                (TrailerLine, b) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
+                    self.count_trailer()?;
                     TrailerLine
                 }
                 (TrailerLf, b'\n') => TrailerStart,
@@ -340,6 +356,21 @@ impl Chunked {
             };
         }
     }
+}
+
+impl Chunked {
+    fn count_trailer(&mut self) -> Result<(), ChunkError> {
+        self.trailers += 1;
+        if self.trailers > MAX_TRAILERS {
+            return Err(ChunkError::TooLong);
+        }
+        Ok(())
+    }
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn hex(b: u8) -> u8 {
@@ -722,6 +753,24 @@ mod tests {
                 .unwrap();
         assert_eq!(h.framing, Framing::Chunked);
         assert!(!h.keep_alive);
+        // `close` wins over `keep-alive`, in one line or two, in either order (RFC 9112
+        // §9.3; found by the h1_differential target: HTTP/1.0 kept the connection).
+        for fields in [
+            "Connection: close, keep-alive",
+            "Connection: keep-alive, close",
+            "Connection: close\r\nConnection: keep-alive",
+            "Connection: keep-alive\r\nConnection: close",
+        ] {
+            // HTTP/1.0 persists only on a `keep-alive` from an all-ASCII line (found by the
+            // h1_differential target).
+            let h = head("GET / HTTP/1.0\r\nConnection: keep-alive, \u{80}\r\n\r\n").unwrap();
+            assert!(!h.unwrap().keep_alive);
+            for version in ["1.0", "1.1"] {
+                let raw = format!("GET / HTTP/{version}\r\nHost: a\r\n{fields}\r\n\r\n");
+                let h = head(&raw).unwrap().unwrap();
+                assert!(!h.keep_alive, "{raw:?}");
+            }
+        }
     }
 
     fn dechunk(input: &[u8], piece: usize) -> Result<(Vec<u8>, usize), ChunkError> {
@@ -754,6 +803,9 @@ mod tests {
         }
         let (body, _) = dechunk(b"A \t;x\r\n0123456789\r\n0\r\n\r\n", 3).unwrap();
         assert_eq!(body, b"0123456789");
+        // Trailer fields: empty values, obs-text, inner spaces and tabs are fine.
+        let (body, left) = dechunk(b"0\r\nX:\r\nY-1!: \x80 v\t\r\n\r\n", 5).unwrap();
+        assert_eq!((&body[..], left), (&b""[..], 0));
     }
 
     #[test]
@@ -769,6 +821,14 @@ mod tests {
             b"11111111111111111\r\n",
             b"5 5\r\n",
             b"5;a\x01\r\n",
+            // A trailer line that is not a field line (found by the h1_differential
+            // target: hyper refuses these).
+            b"0\r\nnot a field\r\n\r\n",
+            b"0\r\n: v\r\n\r\n",
+            b"0\r\nX : v\r\n\r\n",
+            b"0\r\nX: 1\r\n folded\r\n\r\n",
+            b"0\r\nX: a\x7f\r\n\r\n",
+            b"0\r\nX: a\x01\r\n\r\n",
         ] {
             assert!(
                 dechunk(input, 64).is_err(),
