@@ -207,3 +207,33 @@ H1_STREAMS = [
     b"A \t;x\r\n0123456789\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\nNEXT",
 ]
 write("h1_codec", [bytes([1]) + s for s in H1_STREAMS] + [bytes([2]) + s for s in H1_STREAMS[:4]])
+
+# h1_differential: one connection's input, as is: requests hookgate accepts (Content-
+# Length, chunked with extensions and trailers, pipelined, HTTP/1.0) and the shapes where
+# parsers part ways (obs-fold, duplicate and listed Content-Length, TE+CL, bare LF, an
+# HTTP/1.0 chunked body, Connection options).
+write("h1_differential", [
+    b"POST /hooks/a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX-Sig: ab\r\n\r\nhello",
+    b"POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    b"POST /p1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"
+    b"POST /p2 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    b"GET /p3 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"POST /fold HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\nContent-Length: 1\r\n\r\nx",
+    b"POST /dup HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi",
+    b"POST /list HTTP/1.1\r\nHost: h\r\nContent-Length: 2, 2\r\n\r\nhi",
+    b"POST /tecl HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3\r\nabc\r\n0\r\n\r\n",
+    b"POST /lf HTTP/1.1\nHost: h\nContent-Length: 3\n\nabcGET /next HTTP/1.1\nHost: h\n\n",
+    b"POST /10 HTTP/1.0\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nhi"
+    b"GET /10b HTTP/1.0\r\n\r\n",
+    b"POST /10te HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    b"GET /close HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\nGET /after HTTP/1.0\r\n\r\n",
+    b"POST http://h:8/abs?q=1 HTTP/1.1\r\nHost: h:8\r\nExpect: 100-continue\r\n"
+    b"Content-Length: 3\r\n\r\nabc",
+    b"\r\nPOST /lead HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nA: 3\r\nTransfer-Encoding: Chunked\r\n\r\n"
+    b"00A \t;a=\"q;1\"\r\n0123456789\r\n0\r\nContent-Length: 5\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"POST /trailer HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nnot a field\r\n\r\n",
+    # Regression (minimised finding): obs-text in an HTTP/1.0 Connection line.
+    b"GET /llose HTTP/1.0\r\nConnection: clo\x8fe, keep-alive\r\n\r\nGET /after HTTP/1.0\r\n\r\n",
+])
