@@ -7,8 +7,9 @@
 //! - `template`: a timestamped scheme (`v0:{timestamp}:{body}`);
 //! - `reject`: a forged signature (full MAC, then mismatch), a malformed header and a
 //!   missing one (both refused before anything is hashed);
-//! - `throughput`: HMAC-SHA256 over 1 MiB, reported in bytes per second
-//!   (`throughput/hmac_sha256_1mib`, parsed by bench/run.py).
+//! - `throughput`: HMAC-SHA1, HMAC-SHA256 (the Expel preset) and HMAC-SHA512 over 1
+//!   MiB, reported in bytes per second (`throughput/hmac_sha{1,256,512}_1mib`, parsed by
+//!   bench/run.py and set against `openssl speed` for the same hash).
 //!
 //! Run: `cargo bench --bench verify` (short: `cargo bench --bench verify -- --quick`).
 
@@ -229,13 +230,25 @@ fn bench_throughput(c: &mut Criterion) {
     let body: Vec<u8> = (0..1024 * 1024u32)
         .map(|i| b"{\"k\":\"0123456789abcdef\"}\n"[(i % 25) as usize])
         .collect();
-    let scheme = preset_scheme("expel");
-    let h = signed_headers(&scheme, &body, "");
-    assert_eq!(verify(&scheme, &h, &body, NOW), Ok(()));
     g.throughput(Throughput::Bytes(body.len() as u64));
-    g.bench_function("hmac_sha256_1mib", |b| {
-        b.iter(|| verify(&scheme, black_box(&h), black_box(&body), black_box(NOW)))
-    });
+    let schemes = [
+        (
+            "hmac_sha1_1mib",
+            custom_scheme(Algorithm::Sha1, Encoding::Hex),
+        ),
+        ("hmac_sha256_1mib", preset_scheme("expel")),
+        (
+            "hmac_sha512_1mib",
+            custom_scheme(Algorithm::Sha512, Encoding::Hex),
+        ),
+    ];
+    for (name, scheme) in &schemes {
+        let h = signed_headers(scheme, &body, "");
+        assert_eq!(verify(scheme, &h, &body, NOW), Ok(()));
+        g.bench_function(*name, |b| {
+            b.iter(|| verify(scheme, black_box(&h), black_box(&body), black_box(NOW)))
+        });
+    }
     g.finish();
 }
 
