@@ -618,13 +618,7 @@ async fn h2c_prior_knowledge_is_served_too() {
     use http_body_util::{BodyExt, Full};
     let (up, gw) = setup("").await;
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2_handshake(stream).await;
     let sig = expel_sig(SECRET, BODY);
     let req = http::Request::post(format!("http://{}/hooks/expel", gw.addr))
         .header("expel-signature-256", &sig)

@@ -26,39 +26,6 @@ fn signed_request(body: &[u8], extra: &str) -> Vec<u8> {
     expel_request(SECRET, body, extra)
 }
 
-/// Reads one response (head and Content-Length body) from `s`, with `pending` holding
-/// bytes already read; returns the head's text and the body.
-async fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec<u8>) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .map(|v| v.trim().parse().unwrap())
-                .unwrap_or(0);
-            let len = if head.starts_with("HTTP/1.1 100") {
-                0
-            } else {
-                len
-            };
-            if pending.len() >= end + 4 + len {
-                let body = pending[end + 4..end + 4 + len].to_vec();
-                pending.drain(..end + 4 + len);
-                return (head, body);
-            }
-        }
-        let n = tokio::time::timeout_at(deadline.into(), s.read(&mut buf))
-            .await
-            .expect("no response within 5 s")
-            .unwrap();
-        assert!(n > 0, "closed before a whole response: {pending:?}");
-        pending.extend_from_slice(&buf[..n]);
-    }
-}
-
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let up = Upstream::start().await;

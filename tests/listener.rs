@@ -9,7 +9,7 @@ use common::pki::{self, Ca};
 use common::*;
 use http::{Request, Version};
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -64,12 +64,7 @@ async fn h1_over(stream: pki::Tls) -> hyper::client::conn::http1::SendRequest<Fu
 }
 
 async fn h2_over(stream: pki::Tls) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    sender
+    h2_handshake(stream).await.0
 }
 
 #[tokio::test]
@@ -493,16 +488,10 @@ async fn idle_keep_alive_connections_close_after_the_idle_timeout_not_before() {
 
     // HTTP/2 (h2c): an idle connection is closed with a GOAWAY.
     let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = Request::post("http://localhost/hooks/expel")
-        .header("expel-signature-256", &sig)
-        .body(Full::new(Bytes::from_static(BODY)))
+    let (mut sender, conn) = h2_handshake(stream).await;
+    let (reply, _) = request_over(&mut sender, expel_post(SECRET, BODY))
+        .await
         .unwrap();
-    let (reply, _) = request_over(&mut sender, req).await.unwrap();
     assert_eq!(reply.status, 200);
     let start = Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;

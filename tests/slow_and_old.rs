@@ -7,9 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use http::Request;
-use http_body_util::Full;
 use hyper::body::Frame;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -54,34 +52,6 @@ async fn trickle(
         if w.write_all(part).await.is_err() {
             return;
         }
-    }
-}
-
-/// Reads one HTTP/1.1 answer (head and a Content-Length body) from `s`.
-async fn read_answer(s: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&out).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            if out.len() >= end + 4 + len {
-                return text;
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("an answer in time")
-            .unwrap();
-        assert!(n > 0, "closed before a whole answer: {text:?}");
-        out.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -142,13 +112,7 @@ async fn a_trickled_body_gets_408_body_too_slow_and_a_fast_one_is_delivered() {
 
     // HTTP/2 (h2c): the same for a stream whose DATA frames trickle in.
     let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Fed>(
-        TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2_handshake::<_, Fed>(stream).await;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let req = Request::post("http://localhost/hooks/expel")
         .header("expel-signature-256", &sig)
@@ -188,7 +152,7 @@ async fn an_old_http1_connection_answers_with_connection_close_and_closes() {
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     let opened = Instant::now();
     s.write_all(&request).await.unwrap();
-    let first = read_answer(&mut s).await;
+    let first = read_response(&mut s, &mut Vec::new()).await.0;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     assert!(
         !first.to_ascii_lowercase().contains("connection: close"),
@@ -209,7 +173,7 @@ async fn an_old_http1_connection_answers_with_connection_close_and_closes() {
     // A young connection on the same gateway keeps alive.
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(&request).await.unwrap();
-    let answer = read_answer(&mut s).await;
+    let answer = read_response(&mut s, &mut Vec::new()).await.0;
     assert!(
         !answer.to_ascii_lowercase().contains("connection: close"),
         "{answer}"
@@ -271,16 +235,9 @@ async fn an_old_h2_connection_gets_goaway_and_finishes_its_streams() {
     up.set(200, "{\"ok\":true}", Duration::from_millis(900));
     let stream = TcpStream::connect(gw.addr).await.unwrap();
     let opened = Instant::now();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_handshake(stream).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let req = Request::post("http://localhost/hooks/expel")
-        .header("expel-signature-256", expel_sig(SECRET, BODY))
-        .body(Full::new(Bytes::from_static(BODY)))
-        .unwrap();
+    let req = expel_post(SECRET, BODY);
     let (reply, _) = request_over(&mut sender, req).await.unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(
@@ -313,17 +270,10 @@ async fn a_silent_h2_peer_is_pinged_and_cut_and_keepalive_can_be_off() {
 
     // A client that answers (hyper's) stays, past several intervals.
     let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_handshake(stream).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!conn.is_finished(), "a live peer was cut");
-    let req = Request::post("http://localhost/hooks/expel")
-        .header("expel-signature-256", expel_sig(SECRET, BODY))
-        .body(Full::new(Bytes::from_static(BODY)))
-        .unwrap();
+    let req = expel_post(SECRET, BODY);
     let (reply, _) = request_over(&mut sender, req).await.unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(up.received().len(), 1);

@@ -549,6 +549,73 @@ where
     ))
 }
 
+/// An HTTP/2 client connection over `io` (cleartext with prior knowledge over a
+/// `TcpStream`, or a TLS stream that chose h2): the sender, and the connection's task,
+/// which ends when the server closes it.
+pub async fn h2_handshake<I, B>(
+    io: I,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+/// A POST of `body` to `/hooks/expel`, signed for Expel with `secret`, for hyper's clients.
+pub fn expel_post(secret: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
+    Request::post("http://localhost/hooks/expel")
+        .header("expel-signature-256", expel_sig(secret, body))
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap()
+}
+
+/// Reads one HTTP/1.1 response (head and Content-Length body; a `100 Continue` has none)
+/// from `s` within 5 s, with `pending` holding bytes already read and keeping those
+/// after it; returns the head's text (with its blank line) and the body.
+pub async fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            let len = if head.starts_with("HTTP/1.1 100") {
+                0
+            } else {
+                len
+            };
+            if pending.len() >= end + 4 + len {
+                let body = pending[end + 4..end + 4 + len].to_vec();
+                pending.drain(..end + 4 + len);
+                return (head, body);
+            }
+        }
+        let n = tokio::time::timeout_at(deadline.into(), s.read(&mut buf))
+            .await
+            .expect("no response within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before a whole response: {pending:?}");
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// hyper's HTTP/1 and HTTP/2 senders under one name.
 pub trait SendRequest {
     fn send(
