@@ -231,6 +231,24 @@ fn arrivals(up: &Upstream) -> HashMap<usize, usize> {
     counts
 }
 
+/// Waits up to `limit` for every id in `acked` to have reached the upstream; returns
+/// those still missing then (empty: all arrived).
+async fn missing_after(up: &Upstream, acked: &BTreeSet<usize>, limit: Duration) -> Vec<usize> {
+    let start = Instant::now();
+    loop {
+        let got = arrivals(up);
+        let missing: Vec<usize> = acked
+            .iter()
+            .copied()
+            .filter(|id| !got.contains_key(id))
+            .collect();
+        if missing.is_empty() || start.elapsed() > limit {
+            return missing;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_deliveries_survive_repeated_sigkills() {
     tokio::time::timeout(TEST_TIMEOUT, crash_test())
@@ -318,18 +336,7 @@ async fn crash_test() {
     let acked = acked.lock().unwrap().clone();
     let given_up = given_up.lock().unwrap().clone();
     let drain = Instant::now();
-    let missing = loop {
-        let got = arrivals(&up);
-        let missing: Vec<usize> = acked
-            .iter()
-            .copied()
-            .filter(|id| !got.contains_key(id))
-            .collect();
-        if missing.is_empty() || drain.elapsed() > DRAIN_TIMEOUT {
-            break missing;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let missing = missing_after(&up, &acked, DRAIN_TIMEOUT).await;
     let drain_time = drain.elapsed();
     // A little longer, so that duplicates of in-flight attempts are counted too.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -476,19 +483,7 @@ async fn failing_store() {
     let (status, _, body) = post_padded(listen, 1000, &pad).await;
     assert_eq!((status, body.as_ref()), (200, &b"queued\n"[..]));
     acked.insert(1000);
-    let start = Instant::now();
-    let missing = loop {
-        let got = arrivals(&up);
-        let missing: Vec<usize> = acked
-            .iter()
-            .copied()
-            .filter(|id| !got.contains_key(id))
-            .collect();
-        if missing.is_empty() || start.elapsed() > Duration::from_secs(20) {
-            break missing;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let missing = missing_after(&up, &acked, Duration::from_secs(20)).await;
     assert!(
         missing.is_empty(),
         "acknowledged deliveries never arrived: {missing:?}; the gateway's log:\n{}",
