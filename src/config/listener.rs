@@ -282,17 +282,16 @@ pub(super) fn read_limits(top: &mut MapReader<'_>, errs: &mut Errors) -> Limits 
         }
     }
     // Zero turns these off (for the grace: the rate applies from the body's start).
-    if let Some(d) = m
-        .get("body_min_rate_grace")
-        .and_then(|n| n.node().parsed(errs, zero_or_duration))
-    {
-        l.body_min_rate_grace = d;
-    }
-    if let Some(d) = m
-        .get("h2_keepalive_interval")
-        .and_then(|n| n.node().parsed(errs, zero_or_duration))
-    {
-        l.h2_keepalive_interval = d;
+    for (key, slot) in [
+        ("body_min_rate_grace", &mut l.body_min_rate_grace),
+        ("h2_keepalive_interval", &mut l.h2_keepalive_interval),
+    ] {
+        if let Some(d) = m
+            .get(key)
+            .and_then(|n| n.node().parsed(errs, zero_or_duration))
+        {
+            *slot = d;
+        }
     }
     if let Some(n) = m.get("max_connection_age") {
         // Under a second would end connections before their first request is done.
