@@ -996,14 +996,17 @@ routes:
 
     # ---------------------------------------------------------------- load
 
-    def run_tool(self, tool, name, cmd):
+    def run_tool(self, tool, name, cmd, during=None):
         """Runs one load generator (`tool`, a name in self.procs) against target `name`
-        to completion and returns its output; a hang or a failure is a BenchError."""
+        to completion and returns its output; a hang or a failure is a BenchError.
+        `during`: called once the tool has started (the profile's perf record)."""
         log = os.path.join(self.tmp, f"{tool}.out")
         if os.path.exists(log):
             os.unlink(log)
         proc = self.procs.start(tool, cmd, log)
         try:
+            if during is not None:
+                during()
             proc.wait(timeout=self.args.duration + 30)
         except subprocess.TimeoutExpired:
             raise BenchError(f"{tool} did not finish in time: {shlex.join(cmd)}")
@@ -1026,8 +1029,8 @@ routes:
                 time.sleep(0.3)
         return samples
 
-    def run_wrk(self, name, port, payload, threads, conns, core, scheme="http", path=PATH):
-        cmd = pinned(
+    def wrk_cmd(self, port, payload, threads, conns, core, scheme="http", path=PATH):
+        return pinned(
             core,
             [
                 "wrk",
@@ -1040,6 +1043,9 @@ routes:
                 f"{scheme}://{HOST}:{port}{path}",
             ],
         )
+
+    def run_wrk(self, name, port, payload, threads, conns, core, scheme="http", path=PATH):
+        cmd = self.wrk_cmd(port, payload, threads, conns, core, scheme, path)
         r = parse_wrk(self.run_tool("wrk", name, cmd))
         progress(
             f"  {name:8} {r['rps']:>10,.0f} req/s  p50 {r['p50']:.3f} ms  "
@@ -1766,17 +1772,9 @@ routes:
         pid = self.pid(name)  # a process group's leader: nginx's workers are in it
         window = max(1, self.args.duration - 2)
         data = os.path.join(self.tmp, f"perf-{slug}.data")
-        wrk_log = os.path.join(self.tmp, "wrk.out")
-        if os.path.exists(wrk_log):
-            os.unlink(wrk_log)
-        cmd = pinned(
-            LOAD_CORE,
-            ["wrk", "-t1", "-c32", f"-d{self.args.duration}s", "--latency", "-s", payload.lua,
-             f"http://{HOST}:{port}{PATH}"],
-        )
-        progress(f"profile: {label}")
-        wrk = self.procs.start("wrk", cmd, wrk_log)
-        try:
+        sampled = {}
+
+        def record():
             time.sleep(1)
             before = group_cpu_ticks(pid)
             started = time.monotonic()
@@ -1786,18 +1784,15 @@ routes:
                  "--", "sleep", str(window)],
                 timeout=window + 60,
             )
-            elapsed = time.monotonic() - started
-            after = group_cpu_ticks(pid)
             if status != 0:
                 raise BenchError(f"perf record failed:\n{out[-2000:]}")
-            try:
-                wrk.wait(timeout=self.args.duration + 30)
-            except subprocess.TimeoutExpired:
-                raise BenchError(f"wrk did not finish in time: {shlex.join(cmd)}")
-        finally:
-            self.procs.stop("wrk")
-        with open(wrk_log) as f:
-            r = parse_wrk(f.read())
+            after = group_cpu_ticks(pid)
+            sampled["elapsed"] = time.monotonic() - started
+            sampled["ticks"] = (after[0] - before[0], after[1] - before[1])
+
+        progress(f"profile: {label}")
+        cmd = self.wrk_cmd(port, payload, 1, 32, LOAD_CORE)
+        r = parse_wrk(self.run_tool("wrk", label, cmd, during=record))
         script = subprocess.Popen(
             ["perf", "script", "-i", data], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
@@ -1820,8 +1815,7 @@ routes:
         if fg.returncode != 0:
             raise BenchError(f"inferno-flamegraph failed:\n{fg.stderr.decode()[-2000:]}")
         hz = os.sysconf("SC_CLK_TCK")
-        user = (after[0] - before[0]) / hz / elapsed
-        system = (after[1] - before[1]) / hz / elapsed
+        user, system = (t / hz / sampled["elapsed"] for t in sampled["ticks"])
         return {
             "label": label,
             "rps": r["rps"],
