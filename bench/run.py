@@ -12,7 +12,8 @@ Options:
     --rounds N       rounds per scenario; targets are interleaved A B C A B C ... and
                      the median of each figure is reported (default 3)
     --scenarios L    comma list out of: keepalive, body64k, body1m, forged, allcores,
-                     tls, h2c, queued, rss, crypto, profile (default: all, in that order)
+                     tls, h2c, queued, rss, crypto, stages, profile (default: all, in
+                     that order)
     --no-build       do not run `cargo build --release` first
     --write          also write the whole report to bench/RESULTS.md (overwritten),
                      and the profile scenario's flamegraphs to bench/flamegraphs/
@@ -37,6 +38,11 @@ twin of the bench route (/hooks/expel-queued, `delivery: queued`): interleaved r
 the sync route, the queued route with the sink up (accept + deliver; the backlog left
 is read from `GET /queue/stats`, or the store file read-only), and the queued route with
 the sink stopped, with synchronous FULL and NORMAL.
+The `stages` scenario runs the criterion bench of each pipeline stage
+(benches/pipeline.rs) and the allocation count (benches/allocs.rs) on core 1 and sets
+the stages of the bench request against what a whole request cost core 1 in keepalive.
+The report opens with a summary: one table of every side-by-side scenario, each figure
+with its ratio to haproxy and nginx and that ratio's range round by round.
 The `profile` scenario samples one worker's process with `perf record` (DWARF call
 graphs) in the middle of a keep-alive run (hookgate signed, hookgate forged, haproxy,
 nginx; pinned as above), splits its samples by leaf function (kernel, SHA-256, the
@@ -106,6 +112,9 @@ QUEUED_CONCURRENCY = 32
 # drains at is reported either way).
 QUEUED_DRAIN_LIMIT = 15.0
 
+# The side-by-side scenarios the summary table gathers.
+SUMMARY_SCENARIOS = ["keepalive", "body64k", "body1m", "allcores", "tls", "h2c"]
+
 # Targets in the order they are run within a round (A B C).
 TARGETS = [("hookgate", HOOKGATE_PORT), ("nginx", NGINX_PORT), ("haproxy", HAPROXY_PORT)]
 
@@ -123,6 +132,7 @@ ALL_SCENARIOS = [
     "queued",
     "rss",
     "crypto",
+    "stages",
     "profile",
 ]
 
@@ -135,6 +145,31 @@ FLAMEGRAPHS_SCRATCH = os.path.join(REPO, "target", "flamegraphs")
 # The hashes of hookgate's HMAC schemes, as `openssl speed -evp` and the criterion
 # throughput bench (throughput/hmac_<hash>_1mib) name them.
 CRYPTO_HASHES = ["sha1", "sha256", "sha512"]
+# The `stages` scenario: (stage, criterion id in benches/pipeline.rs, an id whose time
+# is subtracted (the parse bench's copy of the head), whether the load scenarios' signed
+# request goes through it).
+STAGES = [
+    ("HTTP/1.1 head, as wrk sends it (6 fields)", "parse/wrk_6_fields", "parse/wrk_6_fields_copy_only", True),
+    ("HTTP/1.1 head, a fuller delivery (11 fields)", "parse/delivery_11_fields", "parse/delivery_11_fields_copy_only", False),
+    ("route: one path among 20 routes", "route/hit_plain", None, True),
+    ("route: a host-specific route (Host with a port)", "route/hit_host_with_port", None, False),
+    ("route: no route (404)", "route/miss", None, False),
+    ("method: POST", "method/post", None, True),
+    ("method: GET (405)", "method/get_rejected", None, False),
+    ("client IP: untrusted peer", "client_ip/untrusted_peer", None, True),
+    ("client IP: trusted peer, 3-hop X-Forwarded-For", "client_ip/trusted_peer_xff_3_hops", None, False),
+    ("allowlist: none configured", "allowlist/no_allowlist", None, True),
+    ("allowlist: 10 networks, the last one hit", "allowlist/10_nets_hit_last", None, False),
+    ("allowlist: 10 networks, missed (403)", "allowlist/10_nets_miss", None, False),
+    ("rate limit: per route", "rate/key_route", None, False),
+    ("rate limit: per client IP", "rate/key_client_ip", None, False),
+    ("declared size against max_body", "body/check_declared_size", None, True),
+    ("verify: Expel HMAC-SHA256 over the 1682-byte sample", "verify/expel_1682b", None, True),
+    ("forward: upstream head of an 11-field delivery, untrusted peer", "forward/upstream_head_untrusted_peer", None, True),
+    ("forward: the same, trusted peer (X-Forwarded-For appended)", "forward/upstream_head_trusted_peer", None, False),
+    ("forward: upstream path, no query", "forward/upstream_path_no_query", None, True),
+    ("forward: upstream path with a query", "forward/upstream_path_with_query", None, False),
+]
 PROFILE_TOOLS = ["perf", "inferno-collapse-perf", "inferno-flamegraph"]
 PROFILE_HINT = "apt-get install -y linux-perf && cargo install inferno --locked"
 
@@ -168,6 +203,12 @@ class Report:
         for row in rows:
             self.line("| " + " | ".join(str(c) for c in row) + " |")
         self.line()
+
+    def move(self, start, end, to):
+        """Moves lines[start:end] (already printed) to before line `to` of the report."""
+        block = self.lines[start:end]
+        del self.lines[start:end]
+        self.lines[to:to] = block
 
     def text(self):
         return "\n".join(self.lines) + "\n"
@@ -293,6 +334,32 @@ def run_cmd(cmd, timeout, cwd=None):
     except (OSError, subprocess.TimeoutExpired) as e:
         return -1, str(e)
     return r.returncode, r.stdout.decode("utf-8", "replace")
+
+
+def cargo_bench(scenario, bench, args):
+    """Builds `cargo bench --bench <bench>` (untimed), then runs it pinned to the proxy
+    core with `args` after `--`; returns its output. A failure is a BenchError."""
+    progress(f"{scenario}: building the {bench} bench")
+    status, out = run_cmd(["cargo", "bench", "--bench", bench, "--no-run"], timeout=1800, cwd=REPO)
+    if status != 0:
+        raise BenchError(f"cargo bench --bench {bench} --no-run failed:\n{out[-3000:]}")
+    cmd = ["cargo", "bench", "--bench", bench, "--", *args]
+    progress(f"{scenario}: {shlex.join(cmd)} (core {PROXY_CORE})")
+    status, out = run_cmd(pinned(PROXY_CORE, cmd), timeout=900, cwd=REPO)
+    if status != 0:
+        raise BenchError(f"{shlex.join(cmd)} failed:\n{out[-3000:]}")
+    return out
+
+
+def criterion_median_ns(bench_id):
+    """The median (ns) criterion recorded for `bench_id` ("group/name") in its last run."""
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+    path = os.path.join(target, "criterion", *bench_id.split("/"), "new", "estimates.json")
+    try:
+        with open(path) as f:
+            return json.load(f)["median"]["point_estimate"]
+    except (OSError, ValueError, KeyError) as e:
+        raise BenchError(f"no criterion estimate for {bench_id} ({path}: {e})")
 
 
 def haproxy_has_tls():
@@ -692,6 +759,18 @@ def fmt_ratio(r):
     return "-" if r is None else f"{r:.2f}×"
 
 
+def paired_ratio(a, b, key):
+    """`a[key] / b[key]` (medians) and the range of the same ratio taken round by round
+    (round i of both ran side by side): "1.02× (0.97–1.05)"; "-" without figures."""
+    x = ratio(a.get(key), b.get(key))
+    if x is None:
+        return "-"
+    per_round = [ra[key] / rb[key] for ra, rb in zip(a["rounds"], b["rounds"]) if rb[key]]
+    if len(per_round) < 2:
+        return fmt_ratio(x)
+    return f"{x:.2f}× ({min(per_round):.2f}–{max(per_round):.2f})"
+
+
 PROFILE_TOP = 10
 
 
@@ -759,6 +838,7 @@ class Bench:
         self.negotiated = {}  # target -> "protocol, cipher, key exchange" (tls)
         self.rss = {}  # target -> dict
         self.crypto = None
+        self.stages = None
         self.payloads = {}
         self.queue_source = None  # where the queued scenario read its counts: "admin", "sqlite"
 
@@ -1085,6 +1165,9 @@ routes:
                 "requests": sum(r["requests"] for r in rs),
                 "non2xx": sum(r["non2xx"] for r in rs),
                 "socket": sum(r["socket"] for r in rs),
+                # Each round's figures, in run order: round i of every target ran
+                # side by side (paired_ratios).
+                "rounds": rs,
             }
         return result
 
@@ -1174,17 +1257,16 @@ routes:
     def sc_forged(self):
         self.start_proxies("pinned")
         forged = self.payloads["forged"]
-        runs = [("hookgate forged", HOOKGATE_PORT, forged, 406, PATH)]
-        accepted = self.results.get("keepalive", {}).get("hookgate")
-        source = "keepalive scenario"
-        if accepted is None:
-            # keepalive not run: measure accepted deliveries in the same rounds.
-            runs.append(("hookgate accepted", HOOKGATE_PORT, self.payloads["sample"], 200, PATH))
-            source = "measured alongside (keepalive not run)"
+        # Accepted deliveries run in the same rounds (forged, accepted, forged, …), so
+        # that the ratio is taken side by side, as every other one is.
+        runs = [
+            ("hookgate forged", HOOKGATE_PORT, forged, 406, PATH),
+            ("hookgate accepted", HOOKGATE_PORT, self.payloads["sample"], 200, PATH),
+        ]
+        source = "the same rounds"
         result = self.load("forged", runs, 1, 32, LOAD_CORE)
         r = result["hookgate forged"]
-        if accepted is None:
-            accepted = result["hookgate accepted"]
+        accepted = result["hookgate accepted"]
         wrong = r["requests"] - r["non2xx"]
         self.results["forged"] = {"rejects": r, "accepted": accepted}
         self.out.line("### forged: hookgate only, 1682-byte sample with a wrong signature")
@@ -1201,7 +1283,7 @@ routes:
                 fmt(r["p50"], 3),
                 fmt(r["p99"], 3),
                 f"2xx answers {wrong}, socket {r['socket']}",
-                fmt_ratio(ratio(r["rps"], accepted["rps"])),
+                paired_ratio(r, accepted, "rps"),
             ],
             [
                 f"hookgate accepted ({source})",
@@ -1306,6 +1388,7 @@ routes:
                 "requests": sum(r["requests"] for r in rs),
                 "non2xx": sum(r["non2xx"] for r in rs),
                 "failed": sum(r["failed"] for r in rs),
+                "rounds": rs,
             }
         self.results["h2c"] = result
         hap, ngx = result["haproxy"]["rps"], result["nginx"]["rps"]
@@ -1674,6 +1757,10 @@ routes:
             rows,
         )
 
+    def criterion_times(self):
+        """criterion's warm-up and measurement times for the scenarios that run it."""
+        return ["--warm-up-time", "1", "--measurement-time", str(max(2, self.args.duration))]
+
     def sc_crypto(self):
         """Each hash hookgate's HMAC schemes use, over 1 MiB: `openssl speed -evp` against
         the criterion throughput bench of the same hash (core 1)."""
@@ -1692,32 +1779,7 @@ routes:
                 raise BenchError(f"cannot read openssl speed output:\n{out}")
             openssl[h] = (float(m.group(1)) * 1000 / 1e9, m.group(1) + "k")
 
-        progress("crypto: building the verify bench")
-        status, out = run_cmd(
-            ["cargo", "bench", "--bench", "verify", "--no-run"], timeout=1800, cwd=REPO
-        )
-        if status != 0:
-            raise BenchError(f"cargo bench --no-run failed:\n{out[-3000:]}")
-        progress("crypto: cargo bench --bench verify -- throughput/ (core 1)")
-        measure = max(2, self.args.duration)
-        bench_cmd = pinned(
-            PROXY_CORE,
-            [
-                "cargo",
-                "bench",
-                "--bench",
-                "verify",
-                "--",
-                "throughput/",
-                "--warm-up-time",
-                "1",
-                "--measurement-time",
-                str(measure),
-            ],
-        )
-        status, out = run_cmd(bench_cmd, timeout=600, cwd=REPO)
-        if status != 0:
-            raise BenchError(f"cargo bench failed:\n{out[-3000:]}")
+        out = cargo_bench("crypto", "verify", ["throughput/", *self.criterion_times()])
         factor = {
             "KB/s": 1e3,
             "MB/s": 1e6,
@@ -1825,6 +1887,70 @@ routes:
             "svg": svg,
         }
 
+    def sc_stages(self):
+        """What each pipeline stage costs on its own (criterion, `benches/pipeline.rs`,
+        core 1), beside what a whole request costs core 1 in the keepalive scenario, and
+        the heap allocations per request (`benches/allocs.rs`)."""
+        self.stop_proxies()
+        cargo_bench("stages", "pipeline", self.criterion_times())
+        rows, on_path = [], 0.0
+        for label, bench_id, minus, taken in STAGES:
+            ns = criterion_median_ns(bench_id)
+            if minus:
+                ns -= criterion_median_ns(minus)
+            if taken:
+                on_path += ns
+            rows.append([label, f"`{bench_id}`" + (f" − `{minus}`" if minus else ""),
+                         f"{ns:,.1f}", "yes" if taken else "-"])
+        out = cargo_bench("stages", "allocs", [])
+        allocs = re.findall(r"^(\S.*?\(\d{3}\))\s+([\d.]+)\s+(\d+)\s*$", out, re.M)
+        if len(allocs) != 3:
+            raise BenchError(f"cannot read the allocs bench output:\n{out[-2000:]}")
+        self.stages = {"on_path_ns": on_path, "allocs": allocs}
+
+        self.out.line("### stages: what each pipeline stage costs, and allocations per request")
+        self.out.line()
+        self.out.line(
+            f"`cargo bench --bench pipeline -- {shlex.join(self.criterion_times())}` on core 1: "
+            "each stage through the library's own functions, in the order the server runs "
+            "them (criterion's median per call, from `target/criterion/*/new/estimates.json`). "
+            "The head parse is measured on a fresh copy of the head, as each request has its "
+            "own buffer; the copy's own cost is subtracted. \"bench request\" marks the "
+            "stages the load scenarios' signed request goes through (the expel route: no "
+            "allowlist, no rate limit, an untrusted peer)."
+        )
+        self.out.line()
+        self.out.table(["stage", "criterion bench", "ns", "bench request"], rows)
+        whole = self.results.get("keepalive", {}).get("hookgate")
+        if whole:
+            per_request = 1e9 / whole["rps"]
+            self.out.line(
+                f"The bench request's stages sum to {on_path:,.0f} ns. In the keepalive "
+                f"scenario core 1, which the load keeps busy (`profile`: busy), gave each request {per_request:,.0f} ns "
+                f"(1 s / {whole['rps']:,.0f} req/s): the stages are "
+                f"{on_path / per_request:.0%} of it. The rest is the two socket exchanges "
+                "(client and upstream: the kernel's TCP work is about two-thirds of the "
+                "core, see `profile`), the runtime, the body read and the upstream "
+                "answer's parse."
+            )
+        else:
+            self.out.line(
+                f"The bench request's stages sum to {on_path:,.0f} ns (keepalive not run: "
+                "no whole-request figure to set them against)."
+            )
+        self.out.line()
+        self.out.line(
+            "`cargo bench --bench allocs` (release, core 1): heap allocations per request "
+            "through an in-process gateway (one worker) between a keep-alive sender and a "
+            "real upstream on 127.0.0.1, neither of which allocates per request; "
+            "bench/README.md (\"Allocations per request\") says what each one is."
+        )
+        self.out.line()
+        self.out.table(
+            ["request", "allocations", "bytes"],
+            [[label, count, f"{int(size):,}"] for label, count, size in allocs],
+        )
+
     def sc_profile(self):
         missing = [t for t in PROFILE_TOOLS if shutil.which(t) is None]
         self.out.line("### profile: where one worker's core goes (perf, flamegraphs)")
@@ -1886,6 +2012,53 @@ routes:
 
     # ---------------------------------------------------------------- targets
 
+    def summary(self):
+        """One table of every side-by-side scenario run: each target's req/s, p50 and p99
+        and each as a ratio to haproxy's and nginx's from the same rounds."""
+        scenarios = [s for s in SUMMARY_SCENARIOS if s in self.results]
+        if not scenarios:
+            return
+        rows = []
+        for s in scenarios:
+            result = self.results[s]
+            hap, ngx = result.get("haproxy"), result.get("nginx")
+            # h2load gives a mean, no percentiles.
+            p50, p99 = ("mean", None) if s == "h2c" else ("p50", "p99")
+            for name, r in result.items():
+                row = [s, name, fmt(r["rps"])]
+                row += [paired_ratio(r, peer, "rps") if peer else "-" for peer in (hap, ngx)]
+                for key in (p50, p99):
+                    if key is None:
+                        row += ["-", "-", "-"]
+                        continue
+                    row.append(fmt(r[key], 3) + (" (mean)" if key == "mean" else ""))
+                    row += [paired_ratio(r, peer, key) if peer else "-" for peer in (hap, ngx)]
+                rows.append(row)
+        self.out.line("## summary")
+        self.out.line()
+        self.out.line(
+            "Every side-by-side scenario in one table (the sections below give each one's "
+            "setup). Each ratio is the target's median over the median of haproxy or nginx "
+            f"in the same {self.args.rounds} interleaved round(s), and in brackets the "
+            "lowest and highest of the same ratio taken round by round, which is how far "
+            "this machine's noise moves it. Above 1.0× is better for req/s, below 1.0× "
+            "for latency. h2c: h2load reports a mean latency and no percentiles."
+        )
+        self.out.line()
+        self.out.table(
+            ["scenario", "target", "req/s", "req/s ×haproxy", "req/s ×nginx",
+             "p50 ms", "p50 ×haproxy", "p50 ×nginx", "p99 ms", "p99 ×haproxy", "p99 ×nginx"],
+            rows,
+        )
+        f = self.results.get("forged")
+        if f:
+            self.out.line(
+                f"forged: {f['rejects']['rps']:,.0f} rejects/s, "
+                f"{paired_ratio(f['rejects'], f['accepted'], 'rps')} hookgate's accepted "
+                "req/s in the same rounds."
+            )
+            self.out.line()
+
     def targets(self):
         lines = []
 
@@ -1902,13 +2075,21 @@ routes:
             r = self.results[s]
             hg, hap, ngx = r["hookgate"], r["haproxy"], r["nginx"]
             x = ratio(hg["rps"], hap["rps"])
-            check(f"{s}: req/s ≥ 1.0× haproxy", x >= 1.0, f"{x:.2f}× ({hg['rps']:,.0f} vs {hap['rps']:,.0f})")
+            check(
+                f"{s}: req/s ≥ 1.0× haproxy",
+                x >= 1.0,
+                f"{paired_ratio(hg, hap, 'rps')} ({hg['rps']:,.0f} vs {hap['rps']:,.0f})",
+            )
             x = ratio(hg["rps"], ngx["rps"])
-            check(f"{s}: req/s ≥ 1.15× nginx", x >= 1.15, f"{x:.2f}× ({hg['rps']:,.0f} vs {ngx['rps']:,.0f})")
+            check(
+                f"{s}: req/s ≥ 1.15× nginx",
+                x >= 1.15,
+                f"{paired_ratio(hg, ngx, 'rps')} ({hg['rps']:,.0f} vs {ngx['rps']:,.0f})",
+            )
             check(
                 f"{s}: p99 ≤ haproxy's p99",
                 hg["p99"] <= hap["p99"],
-                f"{hg['p99']:.3f} ms vs {hap['p99']:.3f} ms",
+                f"{hg['p99']:.3f} ms vs {hap['p99']:.3f} ms, {paired_ratio(hg, hap, 'p99')}",
             )
         t = self.results.get("tls")
         if t:
@@ -1917,7 +2098,7 @@ routes:
             check(
                 "TLS req/s ≥ 1.0× nginx with TLS",
                 x >= 1.0,
-                f"{x:.2f}× ({hg['rps']:,.0f} vs {ngx['rps']:,.0f})",
+                f"{paired_ratio(hg, ngx, 'rps')} ({hg['rps']:,.0f} vs {ngx['rps']:,.0f})",
             )
         else:
             check("TLS req/s ≥ 1.0× nginx with TLS", None, "tls not run")
@@ -1927,7 +2108,8 @@ routes:
             check(
                 "forged rejects/s ≥ 2× accepted req/s",
                 x >= 2.0,
-                f"{x:.2f}× ({f['rejects']['rps']:,.0f} vs {f['accepted']['rps']:,.0f})",
+                f"{paired_ratio(f['rejects'], f['accepted'], 'rps')} "
+                f"({f['rejects']['rps']:,.0f} vs {f['accepted']['rps']:,.0f})",
             )
         else:
             check("forged rejects/s ≥ 2× accepted req/s", None, "forged not run")
@@ -1948,6 +2130,11 @@ routes:
         else:
             check("HMAC-SHA256 ≥ 1.5 GB/s", None, "crypto not run")
         self.out.line("### targets")
+        self.out.line()
+        self.out.line(
+            "Each verdict is on the ratio of medians; the bracket is the same ratio's "
+            "range round by round."
+        )
         self.out.line()
         for line in lines:
             self.out.line(line)
@@ -2093,10 +2280,15 @@ def main(argv):
         }
         if load & set(args.scenarios):
             bench.start_sink()
+        results_at = len(report.lines)
         report.line("## results")
         report.line()
         for s in args.scenarios:
             getattr(bench, f"sc_{s}")()
+        summary_at = len(report.lines)
+        bench.summary()
+        # Printed last; in the file, first after the header.
+        report.move(summary_at, len(report.lines), results_at)
         bench.targets()
         ok = True
     except BenchError as e:
