@@ -351,6 +351,41 @@ def cargo_bench(scenario, bench, args):
     return out
 
 
+def parse_openssl_speed(out, h):
+    """`openssl speed -evp <h> -bytes 1048576` output: (GB/s, the figure as printed).
+    OpenSSL names the row sha256, sha2-256 or SHA-256 depending on its version."""
+    digits = h[3:]
+    m = re.search(rf"^(?:{h}|sha2-{digits}|sha-?{digits})\s+([\d.]+)k\s*$", out, re.M | re.I)
+    if not m:
+        raise BenchError(f"cannot read openssl speed output for {h}:\n{out}")
+    return float(m.group(1)) * 1000 / 1e9, m.group(1) + "k"
+
+
+THRPT_UNITS = {"KB/s": 1e3, "MB/s": 1e6, "GB/s": 1e9, "KiB/s": 2**10, "MiB/s": 2**20, "GiB/s": 2**30}
+
+
+def parse_criterion_thrpt(out, bench_id):
+    """criterion's console output: the median throughput of `bench_id` (the middle one of
+    `thrpt: [low median high]`) as (GB/s, the figure as printed)."""
+    m = re.search(
+        rf"^{re.escape(bench_id)}\s.*?thrpt:\s+\[\s*\S+\s+\S+\s+([\d.]+)\s+([KMG]i?B/s)",
+        out,
+        re.S | re.M,
+    )
+    if not m:
+        raise BenchError(f"cannot read criterion output for {bench_id}:\n{out[-3000:]}")
+    return float(m.group(1)) * THRPT_UNITS[m.group(2)] / 1e9, f"{m.group(1)} {m.group(2)}"
+
+
+def parse_allocs(out):
+    """`cargo bench --bench allocs` output: [(request, allocations, bytes)] for its three
+    rows (each label ends with the status, "(200)")."""
+    rows = re.findall(r"^(\S.*?\(\d{3}\))\s+([\d.]+)\s+(\d+)\s*$", out, re.M)
+    if len(rows) != 3:
+        raise BenchError(f"cannot read the allocs bench output:\n{out[-2000:]}")
+    return rows
+
+
 def criterion_median_ns(bench_id):
     """The median (ns) criterion recorded for `bench_id` ("group/name") in its last run."""
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
@@ -788,7 +823,7 @@ def leaf_kind(leaf):
         or low.startswith(("_int_malloc", "_int_free", "malloc_", "__libc_malloc", "__libc_free"))
     ):
         return "alloc"
-    if low.startswith(("__libc_", "__mem", "mem", "__strlen", "__strchr", "__GI_")) or "[libc" in low:
+    if low.startswith(("__libc_", "__mem", "mem", "__strlen", "__strchr", "__gi_")) or "[libc" in low:
         return "libc"
     return "own"
 
@@ -1773,31 +1808,12 @@ routes:
                 ["openssl", "speed", "-evp", h, "-bytes", "1048576", "-seconds", "2"],
             )
             status, out = run_cmd(cmd, timeout=60)
-            digits = h[3:]
-            m = re.search(rf"^(?:{h}|sha2-{digits}|sha-?{digits})\s+([\d.]+)k\s*$", out, re.M | re.I)
-            if status != 0 or not m:
-                raise BenchError(f"cannot read openssl speed output:\n{out}")
-            openssl[h] = (float(m.group(1)) * 1000 / 1e9, m.group(1) + "k")
+            if status != 0:
+                raise BenchError(f"openssl speed failed ({status}):\n{out}")
+            openssl[h] = parse_openssl_speed(out, h)
 
         out = cargo_bench("crypto", "verify", ["throughput/", *self.criterion_times()])
-        factor = {
-            "KB/s": 1e3,
-            "MB/s": 1e6,
-            "GB/s": 1e9,
-            "KiB/s": 2**10,
-            "MiB/s": 2**20,
-            "GiB/s": 2**30,
-        }
-        ours = {}
-        for h in CRYPTO_HASHES:
-            m = re.search(
-                rf"throughput/hmac_{h}_1mib\s.*?thrpt:\s+\[\s*\S+\s+\S+\s+([\d.]+)\s+([KMG]i?B/s)",
-                out,
-                re.S,
-            )
-            if not m:
-                raise BenchError(f"cannot read criterion output for hmac_{h}_1mib:\n{out[-3000:]}")
-            ours[h] = (float(m.group(1)) * factor[m.group(2)] / 1e9, f"{m.group(1)} {m.group(2)}")
+        ours = {h: parse_criterion_thrpt(out, f"throughput/hmac_{h}_1mib") for h in CRYPTO_HASHES}
         self.crypto = {"openssl": openssl["sha256"][0], "hmac": ours["sha256"][0]}
         self.out.line("### crypto: each HMAC hash over 1 MiB blocks, on core 1")
         self.out.line()
@@ -1902,10 +1918,7 @@ routes:
                 on_path += ns
             rows.append([label, f"`{bench_id}`" + (f" − `{minus}`" if minus else ""),
                          f"{ns:,.1f}", "yes" if taken else "-"])
-        out = cargo_bench("stages", "allocs", [])
-        allocs = re.findall(r"^(\S.*?\(\d{3}\))\s+([\d.]+)\s+(\d+)\s*$", out, re.M)
-        if len(allocs) != 3:
-            raise BenchError(f"cannot read the allocs bench output:\n{out[-2000:]}")
+        allocs = parse_allocs(cargo_bench("stages", "allocs", []))
         self.stages = {"on_path_ns": on_path, "allocs": allocs}
 
         self.out.line("### stages: what each pipeline stage costs, and allocations per request")

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Unit tests of bench/run.py's parsing and arithmetic: the output formats of wrk,
+h2load, openssl speed, criterion and the allocs bench, the ratios the report prints,
+the profile's leaf classification, the generated bodies, and the report's summary
+placement. They start nothing: the load itself is what run.py is for.
+
+Run: python3 -m unittest discover -s bench -p 'test_*.py'   (also in .ci/run)
+"""
+
+import json
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402
+
+WRK = """Running 5s test @ http://127.0.0.1:9100/hooks/expel
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   549.33us  136.93us   5.63ms   91.17%
+    Req/Sec    58.09k     2.47k   61.49k    76.67%
+  Latency Distribution
+     50%  526.00us
+     75%  586.00us
+     90%  650.00us
+     99%    1.28ms
+  290123 requests in 5.00s, 34.03MB read
+  Socket errors: connect 0, read 2, write 1, timeout 3
+  Non-2xx or 3xx responses: 7
+Requests/sec:  58024.60
+Transfer/sec:      6.81MB
+"""
+
+H2LOAD = """starting benchmark...
+spawning thread #0: 32 total client(s). Timing-based test with 1s warm-up time and 5s main duration for each client
+Application protocol: h2c
+Main benchmark duration is over for thread #0. Stopping all clients.
+
+finished in 6.00s, 39576.40 req/s, 4.53MB/s
+requests: 197882 total, 197914 started, 197882 done, 197880 succeeded, 2 failed, 0 errored, 0 timeout
+status codes: 197870 2xx, 1 3xx, 4 4xx, 5 5xx
+traffic: 22.67MB (23770306) total, 1.04MB (1087951) headers (space savings 95.18%), 2.26MB (2374584) data
+                     min         max         mean         sd        +/- sd
+time for request:      217us      5.59ms       691us       270us    87.77%
+time for connect:      102us       1.2ms       410us       201us    60.00%
+"""
+
+OPENSSL_3 = """Doing sha256 ops for 2s on 1048576 size blocks: 2857 sha256 ops in 2.00s
+version: 3.0.17
+The 'numbers' are in 1000s of bytes per second processed.
+type        1048576 bytes
+sha256          1497890.82k
+"""
+
+OPENSSL_SHA2_NAME = """type        1048576 bytes
+SHA2-512         529530.88k
+"""
+
+CRITERION = """Benchmarking throughput/hmac_sha1_1mib: Warming up for 1.0000 s
+throughput/hmac_sha1_1mib
+                        time:   [715.20 µs 715.67 µs 716.21 µs]
+                        thrpt:  [1.3954 GiB/s 1.3972 GiB/s 1.3988 GiB/s]
+throughput/hmac_sha256_1mib
+                        time:   [705.10 µs 707.14 µs 709.90 µs]
+                        thrpt:  [1.4083 GiB/s 1.4141 GiB/s 1.4183 GiB/s]
+                 change:
+                        time:   [-1.0% +0.2% +1.1%] (p = 0.70 > 0.05)
+throughput/hmac_sha512_1mib
+                        time:   [2.47 ms 2.48 ms 2.49 ms]
+                        thrpt:  [403.00 MiB/s 404.17 MiB/s 405.00 MiB/s]
+"""
+
+ALLOCS = """allocations per request (20000 requests after 2000 of warm-up, one keep-alive connection)
+request                               allocations  bytes allocated
+signed, verified, forwarded (200)            7.00             5171
+forged signature (406)                       6.00             5168
+verify: none, forwarded (200)                7.00             5170
+"""
+
+
+class Parsers(unittest.TestCase):
+    def test_wrk(self):
+        r = run.parse_wrk(WRK)
+        self.assertEqual(r["rps"], 58024.60)
+        self.assertAlmostEqual(r["p50"], 0.526)
+        self.assertAlmostEqual(r["p99"], 1.28)
+        self.assertEqual(r["requests"], 290123)
+        self.assertEqual(r["non2xx"], 7)
+        self.assertEqual(r["socket"], 6)
+
+    def test_wrk_without_errors_counts_none(self):
+        out = "\n".join(
+            line for line in WRK.splitlines() if "Socket" not in line and "Non-2xx" not in line
+        )
+        r = run.parse_wrk(out)
+        self.assertEqual((r["non2xx"], r["socket"]), (0, 0))
+
+    def test_wrk_output_without_percentiles_is_an_error(self):
+        out = WRK.replace("99%", "98%")
+        with self.assertRaises(run.BenchError):
+            run.parse_wrk(out)
+
+    def test_wrk_latency_units(self):
+        self.assertAlmostEqual(run.to_ms("750.00us"), 0.75)
+        self.assertAlmostEqual(run.to_ms("1.50s"), 1500.0)
+        self.assertAlmostEqual(run.to_ms("2.00m"), 120_000.0)
+        with self.assertRaises(run.BenchError):
+            run.to_ms("3ns")
+
+    def test_h2load(self):
+        r = run.parse_h2load(H2LOAD)
+        self.assertEqual(r["rps"], 39576.40)
+        self.assertEqual(r["requests"], 197882)
+        self.assertEqual(r["failed"], 2)
+        self.assertEqual(r["non2xx"], 10)  # 3xx + 4xx + 5xx
+        self.assertAlmostEqual(r["mean"], 0.691)
+        self.assertAlmostEqual(r["sd"], 0.270)
+        self.assertEqual(r["protocol"], "h2c")
+
+    def test_openssl_speed(self):
+        gbs, printed = run.parse_openssl_speed(OPENSSL_3, "sha256")
+        self.assertAlmostEqual(gbs, 1.49789082)
+        self.assertEqual(printed, "1497890.82k")
+        gbs, _ = run.parse_openssl_speed(OPENSSL_SHA2_NAME, "sha512")
+        self.assertAlmostEqual(gbs, 0.52953088)
+        with self.assertRaises(run.BenchError):
+            run.parse_openssl_speed(OPENSSL_3, "sha1")
+
+    def test_criterion_throughput_takes_each_bench_median(self):
+        gbs, printed = run.parse_criterion_thrpt(CRITERION, "throughput/hmac_sha256_1mib")
+        self.assertAlmostEqual(gbs, 1.4141 * 2**30 / 1e9)
+        self.assertEqual(printed, "1.4141 GiB/s")
+        gbs, _ = run.parse_criterion_thrpt(CRITERION, "throughput/hmac_sha512_1mib")
+        self.assertAlmostEqual(gbs, 404.17 * 2**20 / 1e9)
+        gbs, _ = run.parse_criterion_thrpt(CRITERION, "throughput/hmac_sha1_1mib")
+        self.assertAlmostEqual(gbs, 1.3972 * 2**30 / 1e9)
+        with self.assertRaises(run.BenchError):
+            run.parse_criterion_thrpt(CRITERION, "throughput/hmac_md5_1mib")
+
+    def test_allocs(self):
+        rows = run.parse_allocs(ALLOCS)
+        self.assertEqual(
+            rows,
+            [
+                ("signed, verified, forwarded (200)", "7.00", "5171"),
+                ("forged signature (406)", "6.00", "5168"),
+                ("verify: none, forwarded (200)", "7.00", "5170"),
+            ],
+        )
+        with self.assertRaises(run.BenchError):
+            run.parse_allocs(ALLOCS.splitlines()[0])
+
+    def test_criterion_median_reads_estimates(self):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as target:
+            d = os.path.join(target, "criterion", "verify", "expel_1682b", "new")
+            os.makedirs(d)
+            with open(os.path.join(d, "estimates.json"), "w") as f:
+                json.dump({"median": {"point_estimate": 1156.9}, "mean": {"point_estimate": 2.0}}, f)
+            old = os.environ.get("CARGO_TARGET_DIR")
+            os.environ["CARGO_TARGET_DIR"] = target
+            try:
+                self.assertEqual(run.criterion_median_ns("verify/expel_1682b"), 1156.9)
+                with self.assertRaises(run.BenchError):
+                    run.criterion_median_ns("verify/missing")
+            finally:
+                if old is None:
+                    del os.environ["CARGO_TARGET_DIR"]
+                else:
+                    os.environ["CARGO_TARGET_DIR"] = old
+
+
+class Ratios(unittest.TestCase):
+    def target(self, medians, rounds):
+        return {"rps": medians, "rounds": [{"rps": x} for x in rounds]}
+
+    def test_paired_ratio_gives_median_ratio_and_round_range(self):
+        a = self.target(110.0, [100.0, 110.0, 130.0])
+        b = self.target(100.0, [100.0, 100.0, 100.0])
+        self.assertEqual(run.paired_ratio(a, b, "rps"), "1.10× (1.00–1.30)")
+
+    def test_paired_ratio_pairs_rounds_not_sorted_values(self):
+        # Round by round the ratios are 2.0 and 0.5; sorted values would say 1.0 twice.
+        a = self.target(150.0, [200.0, 100.0])
+        b = self.target(150.0, [100.0, 200.0])
+        self.assertEqual(run.paired_ratio(a, b, "rps"), "1.00× (0.50–2.00)")
+
+    def test_paired_ratio_one_round_has_no_range(self):
+        a = self.target(120.0, [120.0])
+        b = self.target(100.0, [100.0])
+        self.assertEqual(run.paired_ratio(a, b, "rps"), "1.20×")
+
+    def test_paired_ratio_without_a_figure(self):
+        a = self.target(120.0, [120.0, 120.0])
+        self.assertEqual(run.paired_ratio(a, {"rps": 0, "rounds": []}, "rps"), "-")
+        self.assertEqual(run.paired_ratio(a, {}, "rps"), "-")
+
+
+class Profile(unittest.TestCase):
+    def test_leaf_kinds(self):
+        self.assertEqual(run.leaf_kind("tcp_ack_[k]"), "kernel")
+        self.assertEqual(run.leaf_kind("sha2::sha256::x86::digest_blocks"), "sha256")
+        self.assertEqual(run.leaf_kind("_mi_page_malloc_zero"), "alloc")
+        self.assertEqual(run.leaf_kind("_int_free"), "alloc")
+        self.assertEqual(run.leaf_kind("__memcpy_avx512_unaligned_erms"), "libc")
+        self.assertEqual(run.leaf_kind("__GI___libc_write"), "libc")
+        self.assertEqual(run.leaf_kind("hookgate::server::Gateway::handle"), "own")
+
+    def test_leaf_shares(self):
+        folded = "\n".join(
+            [
+                "hookgate;main;tcp_ack_[k] 60",
+                "hookgate;main;sha2::sha256::x86::digest_blocks 20",
+                "hookgate;main;hookgate::h1::codec::parse_head 15",
+                "hookgate;main;mi_free 5",
+                "not a folded line",
+            ]
+        )
+        s = run.leaf_shares(folded)
+        self.assertAlmostEqual(s["kernel"], 0.60)
+        self.assertAlmostEqual(s["sha256"], 0.20)
+        self.assertAlmostEqual(s["own"], 0.15)
+        self.assertAlmostEqual(s["alloc"], 0.05)
+        self.assertEqual(s["top"][0][1], 0.60)
+        with self.assertRaises(run.BenchError):
+            run.leaf_shares("")
+
+
+class Bodies(unittest.TestCase):
+    def test_generated_bodies_are_json_of_the_exact_size(self):
+        for size in (1024, 65536, 1 << 20):
+            body = run.generated_body(size)
+            self.assertEqual(len(body), size)
+            self.assertIn("alerts", json.loads(body)["data"])
+
+    def test_signature_is_the_expel_hmac(self):
+        import hashlib
+        import hmac
+
+        sig = run.signature(b"{}")
+        self.assertEqual(sig, "sha256=" + hmac.new(run.SECRET, b"{}", hashlib.sha256).hexdigest())
+
+
+class ReportOrder(unittest.TestCase):
+    def test_move_puts_the_summary_before_the_results(self):
+        import contextlib
+        import io
+
+        report = run.Report()
+        with contextlib.redirect_stdout(io.StringIO()):
+            report.line("# header")
+            at = len(report.lines)
+            report.line("## results")
+            report.line("scenario table")
+            start = len(report.lines)
+            report.line("## summary")
+            report.line("summary table")
+            report.move(start, len(report.lines), at)
+            report.line("### targets")
+        self.assertEqual(
+            report.lines,
+            ["# header", "## summary", "summary table", "## results", "scenario table", "### targets"],
+        )
+
+
+if __name__ == "__main__":
+    unittest.main()
