@@ -694,6 +694,19 @@ fn body_rate_connection_age_and_h2_keepalive_have_defaults_zero_turns_them_off()
             .body_min_rate,
         512
     );
+    // The default grace is moot, not wrong, under a shorter body_timeout; an explicit
+    // one is only held to it while there is a minimum rate to apply.
+    assert_eq!(
+        ok(&format!("limits: {{ body_timeout: 3s }}\n{MINIMAL}"))
+            .limits
+            .body_timeout,
+        Duration::from_secs(3)
+    );
+    let l = ok(&format!(
+        "limits: {{ body_min_rate: 0, body_min_rate_grace: 1m }}\n{MINIMAL}"
+    ))
+    .limits;
+    assert_eq!(l.body_min_rate_grace, Duration::from_secs(60));
     for (yaml, want) in [
         (
             "limits: { body_min_rate: fast }",
@@ -722,6 +735,15 @@ fn body_rate_connection_age_and_h2_keepalive_have_defaults_zero_turns_them_off()
         (
             "limits: { h2_keepalive_timeout: 0s }",
             "limits.h2_keepalive_timeout: must be more than zero",
+        ),
+        (
+            "limits: { body_timeout: 10s, body_min_rate_grace: 10s }",
+            "limits.body_min_rate_grace: must be shorter than body_timeout (10s), or \
+             body_min_rate never applies",
+        ),
+        (
+            "limits: { body_min_rate_grace: 1m }",
+            "limits.body_min_rate_grace: must be shorter than body_timeout (30s)",
         ),
     ] {
         let errs = errors(&format!("{yaml}\n{MINIMAL}"));
