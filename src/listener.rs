@@ -308,6 +308,7 @@ async fn connection(
             return Ok(()); // a drain began before the first request
         };
         let proto = proto.map_err(|_| {
+            crate::metrics::connection_closed("header_timeout");
             io::Error::new(io::ErrorKind::TimedOut, "no request within header_timeout")
         })??;
         return match proto {
@@ -508,6 +509,9 @@ where
             Poll::Pending
         })
         .await;
+        if let Event::Expired(expiry) = &event {
+            expiry.count();
+        }
         match event {
             Event::Done(done) => return done.map_err(IntoIo::into_io),
             // Nothing is in progress: close at once (HTTP/2 says GOAWAY first).
@@ -612,6 +616,17 @@ enum Expiry {
     Head,
     /// The connection reached its `max_connection_age`: wind it down.
     Age,
+}
+
+impl Expiry {
+    /// Counts the close (or wind-down) in `hookgate_connections_closed_total`.
+    fn count(&self) {
+        crate::metrics::connection_closed(match self {
+            Expiry::Idle => "idle_timeout",
+            Expiry::Head => "header_timeout",
+            Expiry::Age => "max_connection_age",
+        });
+    }
 }
 
 /// Sleeps until the connection's deadline passes; a deadline that moved on is followed.

@@ -63,6 +63,15 @@ pub struct BuildLabels {
     pub version: &'static str,
 }
 
+/// A connection the gateway ended (or began to wind down) on one of its own deadlines:
+/// `reason` is `idle_timeout`, `header_timeout` or `max_connection_age`.
+pub fn connection_closed(reason: &'static str) {
+    global()
+        .connections_closed
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
+}
+
 /// Every metric hookgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -78,6 +87,7 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     pub connections_open: Gauge,
     pub connections_refused: Family<ReasonLabels, Counter>,
+    pub connections_closed: Family<ReasonLabels, Counter>,
     pub access_log_dropped: Counter,
 }
 
@@ -102,6 +112,7 @@ impl Metrics {
             reloads: Family::default(),
             connections_open: Gauge::default(),
             connections_refused: Family::default(),
+            connections_closed: Family::default(),
             access_log_dropped: Counter::default(),
             registry: Registry::default(),
         };
@@ -164,6 +175,11 @@ impl Metrics {
             "connections_refused",
             "Connections closed at accept, by reason (max_connections, max_connections_per_ip)",
             m.connections_refused.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections the gateway closed or wound down on its own deadline, by reason (idle_timeout, header_timeout, max_connection_age)",
+            m.connections_closed.clone(),
         );
         registry.register(
             "access_log_dropped",

@@ -74,3 +74,84 @@ async fn metrics_count_outcomes_by_route_and_reason_and_traces_reach_the_upstrea
     assert!(!text.contains("127.0.0.1"));
     gw.stop().await;
 }
+
+/// `hookgate_connections_closed_total{reason}` as the admin listener shows it (0 while
+/// the series does not exist yet).
+async fn closed_total(admin: std::net::SocketAddr, reason: &str) -> u64 {
+    let text = send(admin, "GET", "/metrics", &[], "").await.text();
+    let series = format!("hookgate_connections_closed_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map(|n| n.trim().parse().expect("a count"))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn connections_the_gateway_ends_on_its_deadlines_are_counted_by_reason() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    let up = Upstream::start().await;
+    let route = expel_route("timed", "/hooks/expel", SECRET, &up.url("/in"), "");
+    let timed = Gateway::start(
+        &format!("limits: {{ header_timeout: 500ms, idle_timeout: 800ms }}\nroutes:\n{route}"),
+        None,
+    )
+    .await;
+    let aged = Gateway::start(
+        &format!("limits: {{ max_connection_age: 1s, idle_timeout: 10s }}\nroutes:\n{route}"),
+        None,
+    )
+    .await;
+    // The metrics are the process's: the other tests here end no connection on a
+    // deadline (their timeouts are the defaults, longer than they run).
+    let reasons = ["idle_timeout", "header_timeout", "max_connection_age"];
+    let mut before = Vec::new();
+    for r in reasons {
+        before.push(closed_total(timed.admin, r).await);
+    }
+    let request = expel_request(SECRET, b"{\"n\":1}", "");
+
+    // A head that never completes: closed after header_timeout.
+    let mut partial = TcpStream::connect(timed.addr).await.unwrap();
+    partial
+        .write_all(b"POST /hooks/expel HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // A connection that goes quiet after its answer: closed after idle_timeout.
+    let mut quiet = TcpStream::connect(timed.addr).await.unwrap();
+    quiet.write_all(&request).await.unwrap();
+    let (answer, _) = read_response(&mut quiet, &mut Vec::new()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A connection past its age: its next answer says close.
+    let mut old = TcpStream::connect(aged.addr).await.unwrap();
+    old.write_all(&request).await.unwrap();
+    read_response(&mut old, &mut Vec::new()).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    old.write_all(&request).await.unwrap();
+
+    let (_, head_closed) = until_closed(&mut partial, Duration::from_secs(5)).await;
+    assert!(
+        head_closed.is_some(),
+        "the partial head's connection stayed open"
+    );
+    let (_, idle_closed) = until_closed(&mut quiet, Duration::from_secs(5)).await;
+    assert!(idle_closed.is_some(), "the quiet connection stayed open");
+    let (last, old_closed) = until_closed(&mut old, Duration::from_secs(5)).await;
+    assert!(old_closed.is_some(), "the old connection stayed open");
+    assert!(
+        last.to_ascii_lowercase().contains("connection: close"),
+        "{last}"
+    );
+
+    for (r, was) in reasons.iter().zip(before) {
+        assert_eq!(
+            closed_total(timed.admin, r).await,
+            was + 1,
+            "{r}: one connection each"
+        );
+    }
+    timed.stop().await;
+    aged.stop().await;
+}

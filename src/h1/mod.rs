@@ -115,6 +115,7 @@ where
             Ok(None) => return Ok(()), // closed in the middle of a head
             Err(HeadFail::Io(e)) => return Err(e),
             Err(HeadFail::Timeout) => {
+                crate::metrics::connection_closed("header_timeout");
                 tracing::debug!(peer = %ctx.peer, "request head not complete within header_timeout");
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "header_timeout"));
             }
