@@ -873,7 +873,6 @@ class Bench:
         self.negotiated = {}  # target -> "protocol, cipher, key exchange" (tls)
         self.rss = {}  # target -> dict
         self.crypto = None
-        self.stages = None
         self.payloads = {}
         self.queue_source = None  # where the queued scenario read its counts: "admin", "sqlite"
 
@@ -1201,7 +1200,7 @@ routes:
                 "non2xx": sum(r["non2xx"] for r in rs),
                 "socket": sum(r["socket"] for r in rs),
                 # Each round's figures, in run order: round i of every target ran
-                # side by side (paired_ratios).
+                # side by side (paired_ratio).
                 "rounds": rs,
             }
         return result
@@ -1298,7 +1297,6 @@ routes:
             ("hookgate forged", HOOKGATE_PORT, forged, 406, PATH),
             ("hookgate accepted", HOOKGATE_PORT, self.payloads["sample"], 200, PATH),
         ]
-        source = "the same rounds"
         result = self.load("forged", runs, 1, 32, LOAD_CORE)
         r = result["hookgate forged"]
         accepted = result["hookgate accepted"]
@@ -1321,7 +1319,7 @@ routes:
                 paired_ratio(r, accepted, "rps"),
             ],
             [
-                f"hookgate accepted ({source})",
+                "hookgate accepted (the same rounds)",
                 fmt(accepted["rps"]),
                 fmt(accepted["p50"], 3),
                 fmt(accepted["p99"], 3),
@@ -1919,7 +1917,6 @@ routes:
             rows.append([label, f"`{bench_id}`" + (f" − `{minus}`" if minus else ""),
                          f"{ns:,.1f}", "yes" if taken else "-"])
         allocs = parse_allocs(cargo_bench("stages", "allocs", []))
-        self.stages = {"on_path_ns": on_path, "allocs": allocs}
 
         self.out.line("### stages: what each pipeline stage costs, and allocations per request")
         self.out.line()

@@ -256,10 +256,7 @@ fn admit_and_spawn(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
                 Refused::TooManyConnections => "max_connections",
                 Refused::TooManyFromAddress => "max_connections_per_ip",
             };
-            crate::metrics::global()
-                .connections_refused
-                .get_or_create(&crate::metrics::ReasonLabels { reason })
-                .inc();
+            crate::metrics::count(&crate::metrics::global().connections_refused, reason);
             return; // dropping the stream closes it
         }
     };

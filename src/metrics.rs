@@ -63,13 +63,15 @@ pub struct BuildLabels {
     pub version: &'static str,
 }
 
+/// Adds one to `family`'s series for `reason`.
+pub fn count(family: &Family<ReasonLabels, Counter>, reason: &'static str) {
+    family.get_or_create(&ReasonLabels { reason }).inc();
+}
+
 /// A connection the gateway ended (or began to wind down) on one of its own deadlines:
 /// `reason` is `idle_timeout`, `header_timeout` or `max_connection_age`.
 pub fn connection_closed(reason: &'static str) {
-    global()
-        .connections_closed
-        .get_or_create(&ReasonLabels { reason })
-        .inc();
+    count(&global().connections_closed, reason);
 }
 
 /// Every metric hookgate exports.

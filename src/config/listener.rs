@@ -282,18 +282,15 @@ pub(super) fn read_limits(top: &mut MapReader<'_>, errs: &mut Errors) -> Limits 
         }
     }
     // Zero turns these off (for the grace: the rate applies from the body's start).
-    let mut grace = None;
     for (key, slot) in [
         ("body_min_rate_grace", &mut l.body_min_rate_grace),
         ("h2_keepalive_interval", &mut l.h2_keepalive_interval),
     ] {
-        if let Some(n) = m.get(key) {
-            if let Some(d) = n.node().parsed(errs, zero_or_duration) {
-                *slot = d;
-                if key == "body_min_rate_grace" {
-                    grace = Some(n);
-                }
-            }
+        if let Some(d) = m
+            .get(key)
+            .and_then(|n| n.node().parsed(errs, zero_or_duration))
+        {
+            *slot = d;
         }
     }
     if let Some(n) = m.get("max_connection_age") {
@@ -320,7 +317,7 @@ pub(super) fn read_limits(top: &mut MapReader<'_>, errs: &mut Errors) -> Limits 
     // A grace as long as the body timeout leaves the minimum rate nothing to do. Only an
     // explicit grace is held to it: the default one (5s) is simply moot under a shorter
     // `body_timeout`, which bounds a slow body by itself.
-    if let Some(n) = grace {
+    if let Some(n) = m.get("body_min_rate_grace") {
         if l.body_min_rate > 0 && l.body_min_rate_grace >= l.body_timeout {
             n.node().err(
                 errs,
