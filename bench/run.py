@@ -112,6 +112,8 @@ QUEUED_CONCURRENCY = 32
 # drains at is reported either way).
 QUEUED_DRAIN_LIMIT = 15.0
 
+# The per-run CPU figures of cpu_figures, kept as medians over the rounds.
+CPU_KEYS = ("cpu_us", "busy", "gen", "sink_busy")
 # The side-by-side scenarios the summary table gathers.
 SUMMARY_SCENARIOS = ["keepalive", "body64k", "body1m", "allcores", "tls", "h2c"]
 
@@ -771,6 +773,76 @@ def group_cpu_ticks(pgid):
     return user, system
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid):
+    """CPU seconds (user + system) the processes of a process group have used so far."""
+    return sum(group_cpu_ticks(pgid)) / CLK_TCK
+
+
+def children_cpu_seconds():
+    """CPU seconds (user + system) of every child this script has waited for so far:
+    a load generator's own, once it has been reaped."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_figures(usage, requests):
+    """From a run's CPU usage ({"wall", "proxy", "load", "sink"}: seconds, proxy and
+    sink None when not running) and its request count: the proxy's CPU µs per request
+    and each process's busy share of one core over the run."""
+    wall = usage["wall"]
+    proxy, sink = usage["proxy"], usage["sink"]
+    return {
+        "cpu_us": proxy / requests * 1e6 if proxy is not None and requests else None,
+        "busy": proxy / wall if proxy is not None else None,
+        "gen": usage["load"] / wall,
+        "sink_busy": sink / wall if sink is not None else None,
+    }
+
+
+def median_of(rs, key):
+    """The median of `key` over the runs that have it, None if none has."""
+    values = [r[key] for r in rs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt_share(x):
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def forged_detail(f):
+    """The forged scenario in one line: rejects/s against accepted req/s, the CPU cost
+    of each, and how busy wrk was."""
+    rejects, accepted = f["rejects"], f["accepted"]
+    return (
+        f"{rejects['rps']:,.0f} rejects/s, {paired_ratio(rejects, accepted, 'rps')} the "
+        f"{accepted['rps']:,.0f} accepted req/s of the same rounds; per request hookgate "
+        f"spends {fmt(rejects.get('cpu_us'), 2)} µs of CPU on a reject and "
+        f"{fmt(accepted.get('cpu_us'), 2)} µs on an accepted delivery "
+        f"({paired_ratio(accepted, rejects, 'cpu_us')}); wrk was "
+        f"{fmt_share(rejects.get('gen'))} busy on its core during the forged runs"
+    )
+
+
+def busy_shares(r):
+    """ "98% / 47% / 40%": the target's, the load generator's and the sink's busy share
+    of one core (medians over the rounds)."""
+    return " / ".join(fmt_share(r.get(key)) for key in ("busy", "gen", "sink_busy"))
+
+
+CPU_NOTE = (
+    "CPU µs/req: the target's CPU time (user + system, every process and thread of it, "
+    "from /proc) over a run divided by the requests wrk counted; it includes the "
+    "loopback TCP work the kernel does on the target's behalf. Unlike req/s it does not "
+    "depend on which side of the machine is the bottleneck, so it is the steadier "
+    "comparison; below 1.0× is better. busy: share of one core used during the run by "
+    "the target, wrk and the sink (core 0 holds wrk and the sink in pinned modes: "
+    "near 100% there, the figures are also bounded by the load side)."
+)
+
+
 def kb_to_mb(kb):
     return kb * 1024 / 1e6
 
@@ -800,7 +872,11 @@ def paired_ratio(a, b, key):
     x = ratio(a.get(key), b.get(key))
     if x is None:
         return "-"
-    per_round = [ra[key] / rb[key] for ra, rb in zip(a["rounds"], b["rounds"]) if rb[key]]
+    per_round = [
+        ra[key] / rb[key]
+        for ra, rb in zip(a["rounds"], b["rounds"])
+        if ra.get(key) is not None and rb.get(key)
+    ]
     if len(per_round) < 2:
         return fmt_ratio(x)
     return f"{x:.2f}× ({min(per_round):.2f}–{max(per_round):.2f})"
@@ -1110,13 +1186,28 @@ routes:
 
     # ---------------------------------------------------------------- load
 
-    def run_tool(self, tool, name, cmd, during=None):
+    def cpu_now(self, proxy):
+        """CPU seconds so far of the `proxy` process (a name in self.procs; None if it
+        is not running) and of the sink, each with its workers."""
+        out = {}
+        for key, name in (("proxy", proxy), ("sink", "sink")):
+            entry = self.procs.procs.get(name) if name else None
+            out[key] = group_cpu_seconds(entry[0].pid) if entry else None
+        return out
+
+    def run_tool(self, tool, name, cmd, during=None, proxy=None):
         """Runs one load generator (`tool`, a name in self.procs) against target `name`
-        to completion and returns its output; a hang or a failure is a BenchError.
+        to completion; returns its output and the run's CPU usage (cpu_figures): wall
+        seconds, and the CPU seconds of the generator, of the `proxy` process (default:
+        the first word of `name`) and of the sink. A hang or a failure is a BenchError.
         `during`: called once the tool has started (the profile's perf record)."""
         log = os.path.join(self.tmp, f"{tool}.out")
         if os.path.exists(log):
             os.unlink(log)
+        proxy = proxy or name.split()[0]
+        start = self.cpu_now(proxy)
+        start_load = children_cpu_seconds()
+        t0 = time.monotonic()
         proc = self.procs.start(tool, cmd, log)
         try:
             if during is not None:
@@ -1126,11 +1217,20 @@ routes:
             raise BenchError(f"{tool} did not finish in time: {shlex.join(cmd)}")
         finally:
             self.procs.stop(tool)
+        end = self.cpu_now(proxy)
+        usage = {
+            "wall": time.monotonic() - t0,
+            # The generator has been reaped (Processes.stop): its rusage is in.
+            "load": children_cpu_seconds() - start_load,
+        }
+        for key in ("proxy", "sink"):
+            both = start[key] is not None and end[key] is not None
+            usage[key] = end[key] - start[key] if both else None
         with open(log) as f:
             text = f.read()
         if proc.returncode != 0:
             raise BenchError(f"{tool} failed ({proc.returncode}) against {name}:\n{text}")
-        return text
+        return text, usage
 
     def interleaved(self, scenario, names, run_one):
         """`--rounds` rounds of run_one(name) for each of `names` in turn (A B C A B C);
@@ -1158,12 +1258,18 @@ routes:
             ],
         )
 
-    def run_wrk(self, name, port, payload, threads, conns, core, scheme="http", path=PATH):
+    def run_wrk(
+        self, name, port, payload, threads, conns, core, scheme="http", path=PATH, proxy=None
+    ):
         cmd = self.wrk_cmd(port, payload, threads, conns, core, scheme, path)
-        r = parse_wrk(self.run_tool("wrk", name, cmd))
+        text, usage = self.run_tool("wrk", name, cmd, proxy=proxy)
+        r = parse_wrk(text)
+        r.update(cpu_figures(usage, r["requests"]))
         progress(
             f"  {name:8} {r['rps']:>10,.0f} req/s  p50 {r['p50']:.3f} ms  "
-            f"p99 {r['p99']:.3f} ms  non-2xx {r['non2xx']}  socket errors {r['socket']}"
+            f"p99 {r['p99']:.3f} ms  non-2xx {r['non2xx']}  socket errors {r['socket']}  "
+            f"CPU {fmt(r['cpu_us'], 2)} µs/req, busy {fmt_share(r['busy'])}, "
+            f"wrk {fmt_share(r['gen'])}, sink {fmt_share(r['sink_busy'])}"
         )
         return r
 
@@ -1199,6 +1305,7 @@ routes:
                 "requests": sum(r["requests"] for r in rs),
                 "non2xx": sum(r["non2xx"] for r in rs),
                 "socket": sum(r["socket"] for r in rs),
+                **{key: median_of(rs, key) for key in CPU_KEYS},
                 # Each round's figures, in run order: round i of every target ran
                 # side by side (paired_ratio).
                 "rounds": rs,
@@ -1206,8 +1313,7 @@ routes:
         return result
 
     def print_load_table(self, result):
-        hap = result.get("haproxy", {}).get("rps")
-        ngx = result.get("nginx", {}).get("rps")
+        hap, ngx = result.get("haproxy"), result.get("nginx")
         rows = []
         for name, r in result.items():
             if r["non2xx"] or r["socket"]:
@@ -1221,13 +1327,19 @@ routes:
                     fmt(r["p50"], 3),
                     fmt(r["p99"], 3),
                     errors,
-                    fmt_ratio(ratio(r["rps"], hap)),
-                    fmt_ratio(ratio(r["rps"], ngx)),
+                    *(paired_ratio(r, peer, "rps") if peer else "-" for peer in (hap, ngx)),
+                    fmt(r["cpu_us"], 2),
+                    *(paired_ratio(r, peer, "cpu_us") if peer else "-" for peer in (hap, ngx)),
+                    busy_shares(r),
                 ]
             )
         self.out.table(
-            ["target", "req/s", "p50 ms", "p99 ms", "errors", "×haproxy", "×nginx"], rows
+            ["target", "req/s", "p50 ms", "p99 ms", "errors", "×haproxy", "×nginx",
+             "CPU µs/req", "CPU ×haproxy", "CPU ×nginx", "busy: target / wrk / sink"],
+            rows,
         )
+        self.out.line(CPU_NOTE)
+        self.out.line()
 
     def three_way(
         self, scenario, title, payload_name, mode="pinned", scheme="http", targets=TARGETS, notes=()
@@ -1317,6 +1429,9 @@ routes:
                 fmt(r["p99"], 3),
                 f"2xx answers {wrong}, socket {r['socket']}",
                 paired_ratio(r, accepted, "rps"),
+                fmt(r["cpu_us"], 2),
+                paired_ratio(accepted, r, "cpu_us"),
+                busy_shares(r),
             ],
             [
                 "hookgate accepted (the same rounds)",
@@ -1325,11 +1440,23 @@ routes:
                 fmt(accepted["p99"], 3),
                 str(accepted["non2xx"] + accepted["socket"]),
                 "1.00×",
+                fmt(accepted["cpu_us"], 2),
+                "1.00×",
+                busy_shares(accepted),
             ],
         ]
         self.out.table(
-            ["target", "req/s", "p50 ms", "p99 ms", "errors", "×accepted"], rows
+            ["target", "req/s", "p50 ms", "p99 ms", "errors", "×accepted",
+             "CPU µs/req", "accepted's CPU ÷ this", "busy: hookgate / wrk / sink"],
+            rows,
         )
+        self.out.line(
+            "accepted's CPU ÷ this: how many forged deliveries hookgate rejects for the CPU "
+            "time one accepted delivery costs it. With rejects, wrk alone must keep up "
+            "with hookgate on core 0: its busy share near 100% means the rejects/s "
+            "figure is bounded by the load generator as much as by hookgate."
+        )
+        self.out.line()
         if wrong:
             raise BenchError(f"forged: {wrong} forged deliveries were not rejected")
 
@@ -1390,7 +1517,10 @@ routes:
                 f"http://{HOST}:{port}{PATH}",
             ],
         )
-        r = parse_h2load(self.run_tool("h2load", name, cmd))
+        text, usage = self.run_tool("h2load", name, cmd)
+        r = parse_h2load(text)
+        # h2load's requests leave out its warm-up second; the proxy's CPU does not.
+        r.update(cpu_figures(usage, None))
         if r["protocol"] != "h2c":
             raise BenchError(f"h2c: {name} negotiated {r['protocol']!r}, not h2c")
         progress(
@@ -1421,6 +1551,7 @@ routes:
                 "requests": sum(r["requests"] for r in rs),
                 "non2xx": sum(r["non2xx"] for r in rs),
                 "failed": sum(r["failed"] for r in rs),
+                **{key: median_of(rs, key) for key in CPU_KEYS},
                 "rounds": rs,
             }
         self.results["h2c"] = result
@@ -1449,10 +1580,13 @@ routes:
                     "0" if not errors else f"{errors} (non-2xx {r['non2xx']}, failed {r['failed']})",
                     fmt_ratio(ratio(r["rps"], hap)),
                     fmt_ratio(ratio(r["rps"], ngx)),
+                    busy_shares(r),
                 ]
             )
         self.out.table(
-            ["target", "req/s", "mean ms", "sd ms", "errors", "×haproxy", "×nginx"], rows
+            ["target", "req/s", "mean ms", "sd ms", "errors", "×haproxy", "×nginx",
+             "busy: target / h2load / sink"],
+            rows,
         )
         # Fresh HTTP/1.1 processes for whatever runs next.
         self.stop_proxies()
@@ -1539,7 +1673,9 @@ routes:
             status = probe(HOOKGATE_PORT, payload.body, payload.sig, path=path)
             if status != 200:
                 raise BenchError(f"queued: {label}: a probe got {status}, expected 200")
-            r = self.run_wrk(label, HOOKGATE_PORT, payload, 1, 32, LOAD_CORE, path=path)
+            r = self.run_wrk(
+                label, HOOKGATE_PORT, payload, 1, 32, LOAD_CORE, path=path, proxy="hookgate"
+            )
             if path == QUEUED_PATH:
                 # Right as wrk stops: how much was delivered while accepting, and the
                 # backlog it left (the probe included).
@@ -1598,25 +1734,22 @@ routes:
         finally:
             self.stop_proxies()
 
-        def median(rs, key):
-            values = [r[key] for r in rs if r.get(key) is not None]
-            return statistics.median(values) if values else None
-
         result = {}
         for label, rs in samples.items():
             result[label] = {
-                "rps": median(rs, "rps"),
-                "p50": median(rs, "p50"),
-                "p99": median(rs, "p99"),
+                "rps": median_of(rs, "rps"),
+                "p50": median_of(rs, "p50"),
+                "p99": median_of(rs, "p99"),
                 "requests": sum(r["requests"] for r in rs),
                 "non2xx": sum(r["non2xx"] for r in rs),
                 "socket": sum(r["socket"] for r in rs),
-                "delivered": median(rs, "delivered"),
-                "backlog": median(rs, "backlog"),
+                "delivered": median_of(rs, "delivered"),
+                "backlog": median_of(rs, "backlog"),
                 "dead": sum(r.get("dead") or 0 for r in rs),
-                "drain": median(rs, "drain"),
-                "drain_rate": median(rs, "drain_rate"),
+                "drain": median_of(rs, "drain"),
+                "drain_rate": median_of(rs, "drain_rate"),
                 "undrained": sum(1 for r in rs if r.get("left")),
+                **{key: median_of(rs, key) for key in CPU_KEYS},
             }
         self.results["queued"] = result
         sync_rps = result["sync, sink up"]["rps"]
@@ -1651,6 +1784,8 @@ routes:
                     backlog,
                     drain,
                     rate,
+                    fmt(r["cpu_us"], 2),
+                    busy_shares(r),
                 ]
             )
         source = {
@@ -1707,9 +1842,16 @@ routes:
                 "backlog at the end",
                 "drained after s",
                 "deliveries/s after",
+                "CPU µs/req",
+                "busy: hookgate / wrk / sink",
             ],
             rows,
         )
+        self.out.line(
+            "CPU µs/req: hookgate's CPU time over the run (its dispatcher and store "
+            "included) divided by the requests wrk counted; busy: share of one core."
+        )
+        self.out.line()
         dead = sum(r["dead"] for r in result.values())
         if dead:
             self.out.line(f"Note: {dead} deliveries ended dead (summed over the runs).")
@@ -1868,7 +2010,7 @@ routes:
 
         progress(f"profile: {label}")
         cmd = self.wrk_cmd(port, payload, 1, 32, LOAD_CORE)
-        r = parse_wrk(self.run_tool("wrk", label, cmd, during=record))
+        r = parse_wrk(self.run_tool("wrk", label, cmd, during=record)[0])
         script = subprocess.Popen(
             ["perf", "script", "-i", data], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
@@ -2043,6 +2185,8 @@ routes:
                         continue
                     row.append(fmt(r[key], 3) + (" (mean)" if key == "mean" else ""))
                     row += [paired_ratio(r, peer, key) if peer else "-" for peer in (hap, ngx)]
+                row.append(fmt(r.get("cpu_us"), 2))
+                row += [paired_ratio(r, peer, "cpu_us") if peer else "-" for peer in (hap, ngx)]
                 rows.append(row)
         self.out.line("## summary")
         self.out.line()
@@ -2052,21 +2196,21 @@ routes:
             f"in the same {self.args.rounds} interleaved round(s), and in brackets the "
             "lowest and highest of the same ratio taken round by round, which is how far "
             "this machine's noise moves it. Above 1.0× is better for req/s, below 1.0× "
-            "for latency. h2c: h2load reports a mean latency and no percentiles."
+            "for latency and CPU per request. h2c: h2load reports a mean latency and no "
+            "percentiles, and counts no requests in its warm-up second, so no CPU per request."
         )
         self.out.line()
         self.out.table(
             ["scenario", "target", "req/s", "req/s ×haproxy", "req/s ×nginx",
-             "p50 ms", "p50 ×haproxy", "p50 ×nginx", "p99 ms", "p99 ×haproxy", "p99 ×nginx"],
+             "p50 ms", "p50 ×haproxy", "p50 ×nginx", "p99 ms", "p99 ×haproxy", "p99 ×nginx",
+             "CPU µs/req", "CPU ×haproxy", "CPU ×nginx"],
             rows,
         )
+        self.out.line(CPU_NOTE)
+        self.out.line()
         f = self.results.get("forged")
         if f:
-            self.out.line(
-                f"forged: {f['rejects']['rps']:,.0f} rejects/s, "
-                f"{paired_ratio(f['rejects'], f['accepted'], 'rps')} hookgate's accepted "
-                "req/s in the same rounds."
-            )
+            self.out.line(f"forged: {forged_detail(f)}.")
             self.out.line()
 
     def targets(self):
@@ -2088,13 +2232,15 @@ routes:
             check(
                 f"{s}: req/s ≥ 1.0× haproxy",
                 x >= 1.0,
-                f"{paired_ratio(hg, hap, 'rps')} ({hg['rps']:,.0f} vs {hap['rps']:,.0f})",
+                f"{paired_ratio(hg, hap, 'rps')} ({hg['rps']:,.0f} vs {hap['rps']:,.0f}); "
+                f"CPU per request {paired_ratio(hg, hap, 'cpu_us')}",
             )
             x = ratio(hg["rps"], ngx["rps"])
             check(
                 f"{s}: req/s ≥ 1.15× nginx",
                 x >= 1.15,
-                f"{paired_ratio(hg, ngx, 'rps')} ({hg['rps']:,.0f} vs {ngx['rps']:,.0f})",
+                f"{paired_ratio(hg, ngx, 'rps')} ({hg['rps']:,.0f} vs {ngx['rps']:,.0f}); "
+                f"CPU per request {paired_ratio(hg, ngx, 'cpu_us')}",
             )
             check(
                 f"{s}: p99 ≤ haproxy's p99",
@@ -2108,19 +2254,15 @@ routes:
             check(
                 "TLS req/s ≥ 1.0× nginx with TLS",
                 x >= 1.0,
-                f"{paired_ratio(hg, ngx, 'rps')} ({hg['rps']:,.0f} vs {ngx['rps']:,.0f})",
+                f"{paired_ratio(hg, ngx, 'rps')} ({hg['rps']:,.0f} vs {ngx['rps']:,.0f}); "
+                f"CPU per request {paired_ratio(hg, ngx, 'cpu_us')}",
             )
         else:
             check("TLS req/s ≥ 1.0× nginx with TLS", None, "tls not run")
         f = self.results.get("forged")
         if f:
             x = ratio(f["rejects"]["rps"], f["accepted"]["rps"])
-            check(
-                "forged rejects/s ≥ 2× accepted req/s",
-                x >= 2.0,
-                f"{paired_ratio(f['rejects'], f['accepted'], 'rps')} "
-                f"({f['rejects']['rps']:,.0f} vs {f['accepted']['rps']:,.0f})",
-            )
+            check("forged rejects/s ≥ 2× accepted req/s", x >= 2.0, forged_detail(f))
         else:
             check("forged rejects/s ≥ 2× accepted req/s", None, "forged not run")
         hg = self.rss.get("hookgate")

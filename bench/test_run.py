@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Unit tests of bench/run.py's parsing and arithmetic: the output formats of wrk,
 h2load, openssl speed, criterion and the allocs bench, the ratios the report prints,
-the profile's leaf classification, the generated bodies, and the report's summary
+the CPU accounting (per request and busy shares), the profile's leaf classification, the generated bodies, and the report's summary
 placement. They start nothing: the load itself is what run.py is for.
 
 Run: python3 -m unittest discover -s bench -p 'test_*.py'   (also in .ci/run)
@@ -196,6 +196,65 @@ class Ratios(unittest.TestCase):
         a = self.target(120.0, [120.0, 120.0])
         self.assertEqual(run.paired_ratio(a, {"rps": 0, "rounds": []}, "rps"), "-")
         self.assertEqual(run.paired_ratio(a, {}, "rps"), "-")
+
+
+    def test_paired_ratio_skips_rounds_without_the_figure(self):
+        # An h2load round has no CPU per request: the range is over the rounds that do.
+        a = {"cpu_us": 10.0, "rounds": [{"cpu_us": 10.0}, {"cpu_us": None}, {"cpu_us": 12.0}]}
+        b = {"cpu_us": 8.0, "rounds": [{"cpu_us": 8.0}, {"cpu_us": 8.0}, {"cpu_us": 10.0}]}
+        self.assertEqual(run.paired_ratio(a, b, "cpu_us"), "1.25× (1.20–1.25)")
+
+
+class Cpu(unittest.TestCase):
+    def test_cpu_figures(self):
+        usage = {"wall": 5.0, "proxy": 4.9, "load": 2.5, "sink": 2.0}
+        f = run.cpu_figures(usage, 245_000)
+        self.assertAlmostEqual(f["cpu_us"], 20.0)
+        self.assertAlmostEqual(f["busy"], 0.98)
+        self.assertAlmostEqual(f["gen"], 0.5)
+        self.assertAlmostEqual(f["sink_busy"], 0.4)
+        self.assertEqual(run.busy_shares(f), "98% / 50% / 40%")
+
+    def test_cpu_figures_without_a_proxy_sink_or_count(self):
+        usage = {"wall": 5.0, "proxy": None, "load": 5.0, "sink": None}
+        f = run.cpu_figures(usage, 1000)
+        self.assertIsNone(f["cpu_us"])
+        self.assertIsNone(f["busy"])
+        self.assertEqual(run.busy_shares(f), "- / 100% / -")
+        # h2load: no request count that matches the CPU window.
+        usage = {"wall": 6.0, "proxy": 5.7, "load": 3.0, "sink": 1.2}
+        self.assertIsNone(run.cpu_figures(usage, None)["cpu_us"])
+
+    def test_median_of_skips_missing_figures(self):
+        rs = [{"x": 3.0}, {"x": None}, {}, {"x": 1.0}, {"x": 2.0}]
+        self.assertEqual(run.median_of(rs, "x"), 2.0)
+        self.assertIsNone(run.median_of([{"x": None}], "x"))
+
+    def test_group_cpu_seconds_reads_this_process(self):
+        # This process leads no group of its own under unittest; its own pgid's members
+        # include it, and a busy loop must show up as CPU time.
+        pgid = os.getpgid(0)
+        before = run.group_cpu_seconds(pgid)
+        deadline = run.time.process_time() + 0.3
+        while run.time.process_time() < deadline:
+            pass
+        self.assertGreaterEqual(run.group_cpu_seconds(pgid) - before, 0.25)
+
+    def test_forged_detail(self):
+        def side(rps, cpu, gen, rounds):
+            return {"rps": rps, "cpu_us": cpu, "gen": gen,
+                    "rounds": [{"rps": r, "cpu_us": c} for r, c in rounds]}
+        f = {
+            "rejects": side(110_000.0, 8.0, 0.97, [(100_000.0, 8.0), (120_000.0, 8.0)]),
+            "accepted": side(55_000.0, 20.0, 0.45, [(55_000.0, 20.0), (55_000.0, 18.0)]),
+        }
+        self.assertEqual(
+            run.forged_detail(f),
+            "110,000 rejects/s, 2.00× (1.82–2.18) the 55,000 accepted req/s of the same "
+            "rounds; per request hookgate spends 8.00 µs of CPU on a reject and 20.00 µs "
+            "on an accepted delivery (2.50× (2.25–2.50)); wrk was 97% busy on its core "
+            "during the forged runs",
+        )
 
 
 class Profile(unittest.TestCase):
