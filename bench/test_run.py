@@ -202,7 +202,22 @@ class Ratios(unittest.TestCase):
         # An h2load round has no CPU per request: the range is over the rounds that do.
         a = {"cpu_us": 10.0, "rounds": [{"cpu_us": 10.0}, {"cpu_us": None}, {"cpu_us": 12.0}]}
         b = {"cpu_us": 8.0, "rounds": [{"cpu_us": 8.0}, {"cpu_us": 8.0}, {"cpu_us": 10.0}]}
-        self.assertEqual(run.paired_ratio(a, b, "cpu_us"), "1.25× (1.20–1.25)")
+        # Two rounds left: the geometric mean of 1.25 and 1.20.
+        self.assertEqual(run.paired_ratio(a, b, "cpu_us"), "1.22× (1.20–1.25)")
+
+    def test_paired_is_the_median_of_round_ratios_not_a_ratio_of_medians(self):
+        # keepalive req/s of the run at f0779e0: one slow round for hookgate and one
+        # fast one for haproxy. The medians' ratio says 1.12×; round by round the
+        # middle ratio is 1.01×.
+        hg = self.target(64_484.0, [67_038.0, 57_183.0, 44_055.0, 64_484.0, 64_766.0])
+        hap = self.target(57_801.0, [57_801.0, 56_351.0, 53_690.0, 59_470.0, 72_458.0])
+        self.assertAlmostEqual(run.ratio(hg["rps"], hap["rps"]), 1.1156, places=3)
+        self.assertAlmostEqual(run.paired(hg, hap, "rps"), 57_183.0 / 56_351.0)
+        self.assertEqual(run.paired_ratio(hg, hap, "rps"), "1.01× (0.82–1.16)")
+
+    def test_paired_falls_back_to_the_medians_without_rounds(self):
+        self.assertAlmostEqual(run.paired({"rps": 3.0}, {"rps": 2.0}, "rps"), 1.5)
+        self.assertIsNone(run.paired({"rps": 3.0}, {}, "rps"))
 
 
 class Cpu(unittest.TestCase):
@@ -250,9 +265,9 @@ class Cpu(unittest.TestCase):
         }
         self.assertEqual(
             run.forged_detail(f),
-            "110,000 rejects/s, 2.00× (1.82–2.18) the 55,000 accepted req/s of the same "
+            "110,000 rejects/s, 1.99× (1.82–2.18) the 55,000 accepted req/s of the same "
             "rounds; per request hookgate spends 8.00 µs of CPU on a reject and 20.00 µs "
-            "on an accepted delivery (2.50× (2.25–2.50)); wrk was 97% busy on its core "
+            "on an accepted delivery (2.37× (2.25–2.50)); wrk was 97% busy on its core "
             "during the forged runs",
         )
 
