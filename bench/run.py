@@ -837,8 +837,8 @@ CPU_NOTE = (
     "CPU µs/req: the target's CPU time (user + system, every process and thread of it, "
     "from /proc) over a run divided by the requests wrk counted; it includes the "
     "loopback TCP work the kernel does on the target's behalf. Unlike req/s it does not "
-    "depend on which side of the machine is the bottleneck, so it is the steadier "
-    "comparison; below 1.0× is better. busy: share of one core used during the run by "
+    "depend on which side of the machine ran out of CPU first, though a noisy neighbour "
+    "still moves it; below 1.0× is better. busy: share of one core used during the run by "
     "the target, wrk and the sink (core 0 holds wrk and the sink in pinned modes: "
     "near 100% there, the figures are also bounded by the load side)."
 )
