@@ -7,6 +7,9 @@
 //! - `template`: a timestamped scheme (`v0:{timestamp}:{body}`);
 //! - `reject`: a forged signature (full MAC, then mismatch), a malformed header and a
 //!   missing one (both refused before anything is hashed);
+//! - `floor`: the bare HMAC-SHA256 of the same payload (the `hmac` crate, key pads
+//!   expanded once, no header read and no comparison): what `presets/expel` costs
+//!   beyond it is the verification's own work;
 //! - `throughput`: HMAC-SHA1, HMAC-SHA256 (the Expel preset) and HMAC-SHA512 over 1
 //!   MiB, reported in bytes per second (`throughput/hmac_sha{1,256,512}_1mib`, parsed by
 //!   bench/run.py and set against `openssl speed` for the same hash).
@@ -225,6 +228,21 @@ fn bench_reject(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_floor(c: &mut Criterion) {
+    use hmac::Mac;
+    let mut g = c.benchmark_group("floor");
+    g.throughput(Throughput::Bytes(PAYLOAD.len() as u64));
+    let keyed = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET).expect("any key length");
+    g.bench_function("hmac_sha256_1682b", |b| {
+        b.iter(|| {
+            let mut mac = keyed.clone();
+            mac.update(black_box(PAYLOAD));
+            mac.finalize().into_bytes()
+        })
+    });
+    g.finish();
+}
+
 fn bench_throughput(c: &mut Criterion) {
     let mut g = c.benchmark_group("throughput");
     let body: Vec<u8> = (0..1024 * 1024u32)
@@ -258,6 +276,7 @@ criterion_group!(
     bench_algorithms,
     bench_template,
     bench_reject,
+    bench_floor,
     bench_throughput
 );
 criterion_main!(benches);

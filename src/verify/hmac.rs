@@ -16,7 +16,6 @@ use crate::fields::Fields;
 use hmac::Mac;
 use http::{HeaderName, Method};
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 
 type HmacSha1 = hmac::Hmac<sha1::Sha1>;
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -384,11 +383,8 @@ pub(crate) fn decode_encoded(v: &[u8], encoding: Encoding, want: usize) -> Optio
     };
     match encoding {
         Encoding::Hex => {
-            if v.len() != want * 2 {
+            if v.len() != want * 2 || !decode_hex_into(v, &mut out.bytes[..want]) {
                 return None;
-            }
-            for (i, pair) in v.chunks_exact(2).enumerate() {
-                out.bytes[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
             }
             out.len = want;
         }
@@ -450,13 +446,42 @@ pub(crate) fn pairs(
         })
 }
 
-pub(crate) fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+/// Each byte's value as a hex digit (either case), or `NOT_HEX`.
+const HEX: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
     }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+/// Not a hex digit: the high bit set, which no digit's value has.
+const NOT_HEX: u8 = 0xFF;
+
+pub(crate) fn hex_val(c: u8) -> Option<u8> {
+    let v = HEX[c as usize];
+    (v != NOT_HEX).then_some(v)
+}
+
+/// Decodes hex pairs from `hex` into `out` (as many bytes as `out` holds: `hex` holds
+/// exactly twice that); false if a character is not a hex digit. One table lookup per
+/// character and no branch per digit: a signature is 40 to 128 of them.
+fn decode_hex_into(hex: &[u8], out: &mut [u8]) -> bool {
+    debug_assert_eq!(hex.len(), out.len() * 2);
+    let mut seen = 0u8;
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+        seen |= hi | lo;
+        *o = (hi << 4) | lo;
+    }
+    seen & 0x80 == 0
 }
 
 /// Parses an RFC 3339 timestamp (`2026-11-22T10:00:00.123456789Z`, `…+02:00`) into
@@ -810,7 +835,7 @@ impl HmacScheme {
         for key in &self.keys {
             let n = key.sign(&spec.template, &inputs, &mut expected);
             for c in candidates[..found].iter().flatten() {
-                matched |= c.bytes[..c.len].ct_eq(&expected[..n]);
+                matched |= super::digest_eq(&c.bytes[..c.len], &expected[..n]);
             }
         }
         if bool::from(matched) {
@@ -846,6 +871,36 @@ mod tests {
     use http::HeaderValue;
 
     const NOW: i64 = 1_700_000_000;
+
+    #[test]
+    fn the_hex_table_reads_every_byte_as_the_digit_rules_say() {
+        for c in 0..=255u8 {
+            let want = match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                b'A'..=b'F' => Some(c - b'A' + 10),
+                _ => None,
+            };
+            assert_eq!(hex_val(c), want, "byte {c:#04x}");
+        }
+    }
+
+    #[test]
+    fn hex_decoding_refuses_a_non_digit_anywhere() {
+        let good = b"00ff7Ae9";
+        let mut out = [0u8; 4];
+        assert!(decode_hex_into(good, &mut out));
+        assert_eq!(out, [0x00, 0xff, 0x7a, 0xe9]);
+        // The neighbours of each digit range, and bytes with the high bit set.
+        for bad in [b'/', b':', b'@', b'G', b'`', b'g', b' ', 0x80, 0xB0, 0xFF] {
+            for at in 0..good.len() {
+                let mut v = *good;
+                v[at] = bad;
+                assert!(!decode_hex_into(&v, &mut out), "{bad:#04x} at {at}");
+                assert!(decode_encoded(&v, Encoding::Hex, 4).is_none());
+            }
+        }
+    }
 
     fn spec(algorithm: Algorithm, encoding: Encoding, signed: &str) -> HmacSpec {
         HmacSpec::simple(

@@ -11,6 +11,24 @@ pub mod token;
 
 pub use hmac::Request;
 use http::HeaderValue;
+use subtle::{Choice, ConstantTimeEq};
+
+/// Whether two digests are equal, in time that depends only on their lengths (which
+/// are public: the scheme's). The bytes are compared eight at a time with `subtle`'s
+/// constant-time equality, which costs an optimisation barrier per call: 4 for a
+/// SHA-256 digest instead of 32 byte by byte.
+pub(crate) fn digest_eq(a: &[u8], b: &[u8]) -> Choice {
+    if a.len() != b.len() {
+        return Choice::from(0);
+    }
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = wa.remainder().ct_eq(wb.remainder());
+    wa.zip(wb).fold(tail, |eq, (x, y)| {
+        let x = u64::from_ne_bytes(x.try_into().expect("8 bytes"));
+        let y = u64::from_ne_bytes(y.try_into().expect("8 bytes"));
+        eq & x.ct_eq(&y)
+    })
+}
 
 /// Why a delivery failed verification. Each variant is one short reason code sent to the
 /// sender and logged; none says what the right signature would have been.
@@ -166,3 +184,36 @@ impl Verifier {
 
 /// Seconds since the Unix epoch, for timestamp checks.
 pub use crate::clock::now_unix;
+
+#[cfg(test)]
+mod tests {
+    use super::digest_eq;
+
+    #[test]
+    fn digest_eq_finds_any_differing_byte_at_any_length() {
+        // SHA-1, SHA-256 and SHA-512 digest lengths, and lengths with a tail of 1 to 7.
+        for len in [20usize, 32, 64, 1, 7, 9, 15] {
+            let a: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37)).collect();
+            assert!(bool::from(digest_eq(&a, &a.clone())), "len {len}: equal");
+            for at in 0..len {
+                for flip in [0x01u8, 0x80] {
+                    let mut b = a.clone();
+                    b[at] ^= flip;
+                    assert!(
+                        !bool::from(digest_eq(&a, &b)),
+                        "len {len}, byte {at}, {flip:#x}"
+                    );
+                }
+            }
+        }
+        assert!(bool::from(digest_eq(&[], &[])));
+    }
+
+    #[test]
+    fn digest_eq_refuses_a_length_mismatch() {
+        let a = [7u8; 32];
+        assert!(!bool::from(digest_eq(&a, &a[..31])));
+        assert!(!bool::from(digest_eq(&a[..8], &a)));
+        assert!(!bool::from(digest_eq(&a, &[])));
+    }
+}

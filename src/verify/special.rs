@@ -165,7 +165,7 @@ impl TwilioScheme {
             for key in &self.keys {
                 let mut mac = key.clone();
                 mac.update(&signed);
-                matched |= mac.finalize().into_bytes()[..].ct_eq(&sig);
+                matched |= super::digest_eq(&mac.finalize().into_bytes(), &sig);
             }
         }
         if bool::from(matched) {
@@ -366,7 +366,7 @@ fn any_mac(keys: &[HmacSha256], parts: &[&[u8]], sig: &[u8]) -> bool {
         for p in parts {
             mac.update(p);
         }
-        matched |= mac.finalize().into_bytes()[..].ct_eq(sig);
+        matched |= super::digest_eq(&mac.finalize().into_bytes(), sig);
     }
     matched.into()
 }
