@@ -114,7 +114,7 @@ QUEUED_CONCURRENCY = 32
 QUEUED_DRAIN_LIMIT = 15.0
 
 # The per-run CPU figures of cpu_figures, kept as medians over the rounds.
-CPU_KEYS = ("cpu_us", "busy", "gen", "sink_busy")
+CPU_KEYS = ("cpu_us", "busy", "gen", "sink_busy", "segs", "pure_acks")
 # The side-by-side scenarios the summary table gathers.
 SUMMARY_SCENARIOS = ["keepalive", "body64k", "body1m", "allcores", "tls", "h2c"]
 
@@ -790,17 +790,46 @@ def children_cpu_seconds():
 
 
 def cpu_figures(usage, requests):
-    """From a run's CPU usage ({"wall", "proxy", "load", "sink"}: seconds, proxy and
-    sink None when not running) and its request count: the proxy's CPU µs per request
-    and each process's busy share of one core over the run."""
+    """From a run's usage ({"wall", "proxy", "load", "sink"}: seconds, proxy and sink
+    None when not running; "tcp": the machine's TCP segments sent and pure ACKs received
+    over the run, or None) and its request count: the proxy's CPU µs per request, each
+    process's busy share of one core, and TCP segments and pure ACKs per request."""
     wall = usage["wall"]
-    proxy, sink = usage["proxy"], usage["sink"]
+    proxy, sink, tcp = usage["proxy"], usage["sink"], usage.get("tcp")
+    per_request = tcp is not None and bool(requests)
     return {
         "cpu_us": proxy / requests * 1e6 if proxy is not None and requests else None,
         "busy": proxy / wall if proxy is not None else None,
         "gen": usage["load"] / wall,
         "sink_busy": sink / wall if sink is not None else None,
+        "segs": tcp["segs"] / requests if per_request else None,
+        "pure_acks": tcp["pure_acks"] / requests if per_request else None,
     }
+
+
+def proc_net_counters(text, prefix):
+    """{name: value} from a /proc/net/snmp or /proc/net/netstat section: a header line
+    and a value line, both starting with `prefix` ("Tcp:", "TcpExt:")."""
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith(prefix)]
+    if len(rows) < 2:
+        return {}
+    return {name: int(value) for name, value in zip(rows[0], rows[1])}
+
+
+def tcp_counters():
+    """The machine's TCP segments sent and pure ACKs received so far (every process:
+    on loopback each segment is sent once and received once); None where /proc/net is
+    not readable."""
+    try:
+        with open("/proc/net/snmp") as f:
+            snmp = proc_net_counters(f.read(), "Tcp:")
+        with open("/proc/net/netstat") as f:
+            ext = proc_net_counters(f.read(), "TcpExt:")
+    except OSError:
+        return None
+    if "OutSegs" not in snmp or "TCPPureAcks" not in ext:
+        return None
+    return {"segs": snmp["OutSegs"], "pure_acks": ext["TCPPureAcks"]}
 
 
 def median_of(rs, key):
@@ -827,6 +856,14 @@ def forged_detail(f):
     )
 
 
+def segments(r):
+    """ "4.00 (0.00)": TCP segments sent per request on the whole machine, and how many
+    of them were pure ACKs (medians over the rounds)."""
+    if r.get("segs") is None:
+        return "-"
+    return f"{r['segs']:.2f} ({r['pure_acks']:.2f})"
+
+
 def busy_shares(r):
     """ "98% / 47% / 40%": the target's, the load generator's and the sink's busy share
     of one core (medians over the rounds)."""
@@ -840,7 +877,10 @@ CPU_NOTE = (
     "depend on which side of the machine ran out of CPU first, though a noisy neighbour "
     "still moves it; below 1.0× is better. busy: share of one core used during the run by "
     "the target, wrk and the sink (core 0 holds wrk and the sink in pinned modes: "
-    "near 100% there, the figures are also bounded by the load side)."
+    "near 100% there, the figures are also bounded by the load side). TCP segments/req: "
+    "the machine's TCP segments sent over the run (/proc/net/snmp OutSegs) per request, "
+    "and in brackets the pure ACKs among them (TcpExt TCPPureAcks): a keep-alive request "
+    "through a proxy is 4 segments at the least, each ACK riding on data."
 )
 
 
@@ -1228,6 +1268,7 @@ routes:
         proxy = proxy or name.split()[0]
         start = self.cpu_now(proxy)
         start_load = children_cpu_seconds()
+        start_tcp = tcp_counters()
         t0 = time.monotonic()
         proc = self.procs.start(tool, cmd, log)
         try:
@@ -1239,10 +1280,16 @@ routes:
         finally:
             self.procs.stop(tool)
         end = self.cpu_now(proxy)
+        end_tcp = tcp_counters()
         usage = {
             "wall": time.monotonic() - t0,
             # The generator has been reaped (Processes.stop): its rusage is in.
             "load": children_cpu_seconds() - start_load,
+            "tcp": (
+                {k: end_tcp[k] - start_tcp[k] for k in end_tcp}
+                if start_tcp is not None and end_tcp is not None
+                else None
+            ),
         }
         for key in ("proxy", "sink"):
             both = start[key] is not None and end[key] is not None
@@ -1352,11 +1399,13 @@ routes:
                     fmt(r["cpu_us"], 2),
                     *(paired_ratio(r, peer, "cpu_us") if peer else "-" for peer in (hap, ngx)),
                     busy_shares(r),
+                    segments(r),
                 ]
             )
         self.out.table(
             ["target", "req/s", "p50 ms", "p99 ms", "errors", "×haproxy", "×nginx",
-             "CPU µs/req", "CPU ×haproxy", "CPU ×nginx", "busy: target / wrk / sink"],
+             "CPU µs/req", "CPU ×haproxy", "CPU ×nginx", "busy: target / wrk / sink",
+             "TCP segments/req (pure ACKs)"],
             rows,
         )
         self.out.line(CPU_NOTE)

@@ -240,6 +240,34 @@ class Cpu(unittest.TestCase):
         usage = {"wall": 6.0, "proxy": 5.7, "load": 3.0, "sink": 1.2}
         self.assertIsNone(run.cpu_figures(usage, None)["cpu_us"])
 
+    def test_tcp_segments_per_request(self):
+        snmp = (
+            "Ip: Forwarding DefaultTTL\nIp: 1 64\n"
+            "Tcp: RtoAlgorithm InSegs OutSegs RetransSegs\n"
+            "Tcp: 1 721191943 721171629 23104\n"
+            "Udp: InDatagrams\nUdp: 5\n"
+        )
+        self.assertEqual(
+            run.proc_net_counters(snmp, "Tcp:"),
+            {"RtoAlgorithm": 1, "InSegs": 721191943, "OutSegs": 721171629, "RetransSegs": 23104},
+        )
+        self.assertEqual(run.proc_net_counters(snmp, "TcpExt:"), {})
+        usage = {"wall": 5.0, "proxy": 4.0, "load": 2.0, "sink": 2.0,
+                 "tcp": {"segs": 800_400, "pure_acks": 200}}
+        f = run.cpu_figures(usage, 200_000)
+        self.assertAlmostEqual(f["segs"], 4.002)
+        self.assertAlmostEqual(f["pure_acks"], 0.001)
+        self.assertEqual(run.segments(f), "4.00 (0.00)")
+        usage["tcp"] = None
+        self.assertEqual(run.segments(run.cpu_figures(usage, 200_000)), "-")
+
+    def test_tcp_counters_read_this_machine(self):
+        # The bench runs on Linux only; there /proc/net has both counters.
+        c = run.tcp_counters()
+        self.assertIsNotNone(c)
+        self.assertGreaterEqual(c["segs"], 0)
+        self.assertGreaterEqual(c["pure_acks"], 0)
+
     def test_median_of_skips_missing_figures(self):
         rs = [{"x": 3.0}, {"x": None}, {}, {"x": 1.0}, {"x": 2.0}]
         self.assertEqual(run.median_of(rs, "x"), 2.0)
