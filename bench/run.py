@@ -113,8 +113,9 @@ QUEUED_CONCURRENCY = 32
 # drains at is reported either way).
 QUEUED_DRAIN_LIMIT = 15.0
 
-# The per-run CPU figures of cpu_figures, kept as medians over the rounds.
-CPU_KEYS = ("cpu_us", "busy", "gen", "sink_busy", "segs", "pure_acks")
+# The per-run figures of usage_figures (CPU, busy shares, TCP segments), kept as
+# medians over the rounds.
+USAGE_KEYS = ("cpu_us", "busy", "gen", "sink_busy", "segs", "pure_acks")
 # The side-by-side scenarios the summary table gathers.
 SUMMARY_SCENARIOS = ["keepalive", "body64k", "body1m", "allcores", "tls", "h2c"]
 
@@ -789,7 +790,7 @@ def children_cpu_seconds():
     return r.ru_utime + r.ru_stime
 
 
-def cpu_figures(usage, requests):
+def usage_figures(usage, requests):
     """From a run's usage ({"wall", "proxy", "load", "sink"}: seconds, proxy and sink
     None when not running; "tcp": the machine's TCP segments sent and pure ACKs received
     over the run, or None) and its request count: the proxy's CPU µs per request, each
@@ -880,7 +881,8 @@ CPU_NOTE = (
     "near 100% there, the figures are also bounded by the load side). TCP segments/req: "
     "the machine's TCP segments sent over the run (/proc/net/snmp OutSegs) per request, "
     "and in brackets the pure ACKs among them (TcpExt TCPPureAcks): a keep-alive request "
-    "through a proxy is 4 segments at the least, each ACK riding on data."
+    "through a proxy is 4 segments at the least, each ACK riding on data. (Said once, "
+    "here, for every table of the report.)"
 )
 
 
@@ -1258,7 +1260,7 @@ routes:
 
     def run_tool(self, tool, name, cmd, during=None, proxy=None):
         """Runs one load generator (`tool`, a name in self.procs) against target `name`
-        to completion; returns its output and the run's CPU usage (cpu_figures): wall
+        to completion; returns its output and the run's CPU usage (usage_figures): wall
         seconds, and the CPU seconds of the generator, of the `proxy` process (default:
         the first word of `name`) and of the sink. A hang or a failure is a BenchError.
         `during`: called once the tool has started (the profile's perf record)."""
@@ -1332,7 +1334,7 @@ routes:
         cmd = self.wrk_cmd(port, payload, threads, conns, core, scheme, path)
         text, usage = self.run_tool("wrk", name, cmd, proxy=proxy)
         r = parse_wrk(text)
-        r.update(cpu_figures(usage, r["requests"]))
+        r.update(usage_figures(usage, r["requests"]))
         progress(
             f"  {name:8} {r['rps']:>10,.0f} req/s  p50 {r['p50']:.3f} ms  "
             f"p99 {r['p99']:.3f} ms  non-2xx {r['non2xx']}  socket errors {r['socket']}  "
@@ -1373,7 +1375,7 @@ routes:
                 "requests": sum(r["requests"] for r in rs),
                 "non2xx": sum(r["non2xx"] for r in rs),
                 "socket": sum(r["socket"] for r in rs),
-                **{key: median_of(rs, key) for key in CPU_KEYS},
+                **{key: median_of(rs, key) for key in USAGE_KEYS},
                 # Each round's figures, in run order: round i of every target ran
                 # side by side (paired_ratio).
                 "rounds": rs,
@@ -1408,8 +1410,6 @@ routes:
              "TCP segments/req (pure ACKs)"],
             rows,
         )
-        self.out.line(CPU_NOTE)
-        self.out.line()
 
     def three_way(
         self, scenario, title, payload_name, mode="pinned", scheme="http", targets=TARGETS, notes=()
@@ -1590,7 +1590,7 @@ routes:
         text, usage = self.run_tool("h2load", name, cmd)
         r = parse_h2load(text)
         # h2load's requests leave out its warm-up second; the proxy's CPU does not.
-        r.update(cpu_figures(usage, None))
+        r.update(usage_figures(usage, None))
         if r["protocol"] != "h2c":
             raise BenchError(f"h2c: {name} negotiated {r['protocol']!r}, not h2c")
         progress(
@@ -1621,7 +1621,7 @@ routes:
                 "requests": sum(r["requests"] for r in rs),
                 "non2xx": sum(r["non2xx"] for r in rs),
                 "failed": sum(r["failed"] for r in rs),
-                **{key: median_of(rs, key) for key in CPU_KEYS},
+                **{key: median_of(rs, key) for key in USAGE_KEYS},
                 "rounds": rs,
             }
         self.results["h2c"] = result
@@ -1817,7 +1817,7 @@ routes:
                 "drain": median_of(rs, "drain"),
                 "drain_rate": median_of(rs, "drain_rate"),
                 "undrained": sum(1 for r in rs if r.get("left")),
-                **{key: median_of(rs, key) for key in CPU_KEYS},
+                **{key: median_of(rs, key) for key in USAGE_KEYS},
             }
         self.results["queued"] = result
         sync_rps = result["sync, sink up"]["rps"]

@@ -221,24 +221,24 @@ class Ratios(unittest.TestCase):
 
 
 class Cpu(unittest.TestCase):
-    def test_cpu_figures(self):
+    def test_usage_figures(self):
         usage = {"wall": 5.0, "proxy": 4.9, "load": 2.5, "sink": 2.0}
-        f = run.cpu_figures(usage, 245_000)
+        f = run.usage_figures(usage, 245_000)
         self.assertAlmostEqual(f["cpu_us"], 20.0)
         self.assertAlmostEqual(f["busy"], 0.98)
         self.assertAlmostEqual(f["gen"], 0.5)
         self.assertAlmostEqual(f["sink_busy"], 0.4)
         self.assertEqual(run.busy_shares(f), "98% / 50% / 40%")
 
-    def test_cpu_figures_without_a_proxy_sink_or_count(self):
+    def test_usage_figures_without_a_proxy_sink_or_count(self):
         usage = {"wall": 5.0, "proxy": None, "load": 5.0, "sink": None}
-        f = run.cpu_figures(usage, 1000)
+        f = run.usage_figures(usage, 1000)
         self.assertIsNone(f["cpu_us"])
         self.assertIsNone(f["busy"])
         self.assertEqual(run.busy_shares(f), "- / 100% / -")
         # h2load: no request count that matches the CPU window.
         usage = {"wall": 6.0, "proxy": 5.7, "load": 3.0, "sink": 1.2}
-        self.assertIsNone(run.cpu_figures(usage, None)["cpu_us"])
+        self.assertIsNone(run.usage_figures(usage, None)["cpu_us"])
 
     def test_tcp_segments_per_request(self):
         snmp = (
@@ -254,12 +254,12 @@ class Cpu(unittest.TestCase):
         self.assertEqual(run.proc_net_counters(snmp, "TcpExt:"), {})
         usage = {"wall": 5.0, "proxy": 4.0, "load": 2.0, "sink": 2.0,
                  "tcp": {"segs": 800_400, "pure_acks": 200}}
-        f = run.cpu_figures(usage, 200_000)
+        f = run.usage_figures(usage, 200_000)
         self.assertAlmostEqual(f["segs"], 4.002)
         self.assertAlmostEqual(f["pure_acks"], 0.001)
         self.assertEqual(run.segments(f), "4.00 (0.00)")
         usage["tcp"] = None
-        self.assertEqual(run.segments(run.cpu_figures(usage, 200_000)), "-")
+        self.assertEqual(run.segments(run.usage_figures(usage, 200_000)), "-")
 
     def test_tcp_counters_read_this_machine(self):
         # The bench runs on Linux only; there /proc/net has both counters.

@@ -165,14 +165,7 @@ impl SecretEncoding {
                 None => secret.to_vec(),
             },
             SecretEncoding::Hex => {
-                let t = secret.trim_ascii();
-                if t.len() % 2 != 0 {
-                    return Err("is not valid hex".to_string());
-                }
-                t.chunks_exact(2)
-                    .map(|p| Some((hex_val(p[0])? << 4) | hex_val(p[1])?))
-                    .collect::<Option<Vec<u8>>>()
-                    .ok_or_else(|| "is not valid hex".to_string())?
+                hex_decode(secret.trim_ascii()).ok_or_else(|| "is not valid hex".to_string())?
             }
         };
         if key.is_empty() {
@@ -465,9 +458,13 @@ const HEX: [u8; 256] = {
 /// Not a hex digit: the high bit set, which no digit's value has.
 const NOT_HEX: u8 = 0xFF;
 
-pub(crate) fn hex_val(c: u8) -> Option<u8> {
-    let v = HEX[c as usize];
-    (v != NOT_HEX).then_some(v)
+/// `hex` decoded (an even number of digits, either case), or `None`.
+pub(crate) fn hex_decode(hex: &[u8]) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let mut out = vec![0; hex.len() / 2];
+    decode_hex_into(hex, &mut out).then_some(out)
 }
 
 /// Decodes hex pairs from `hex` into `out` (as many bytes as `out` holds: `hex` holds
@@ -881,7 +878,12 @@ mod tests {
                 b'A'..=b'F' => Some(c - b'A' + 10),
                 _ => None,
             };
-            assert_eq!(hex_val(c), want, "byte {c:#04x}");
+            // As the high digit of a pair and as the low one.
+            let mut out = [0u8];
+            let got = decode_hex_into(&[c, b'0'], &mut out).then_some(out[0] >> 4);
+            assert_eq!(got, want, "byte {c:#04x}");
+            let got = decode_hex_into(&[b'0', c], &mut out).then_some(out[0]);
+            assert_eq!(got, want, "byte {c:#04x}");
         }
     }
 

@@ -3,6 +3,7 @@
 //! tolerate), and the public-key schemes, Ed25519 (Discord) and ECDSA P-256 over
 //! SHA-256 (SendGrid), each over `{timestamp}{body}`.
 
+use super::hmac::hex_decode;
 use super::VerifyError;
 use crate::fields::Fields;
 use base64::Engine;
@@ -549,15 +550,6 @@ impl NetlifyScheme {
             Err(VerifyError::SignatureMismatch)
         }
     }
-}
-
-fn hex_decode(b: &[u8]) -> Option<Vec<u8>> {
-    if b.len() % 2 != 0 {
-        return None;
-    }
-    b.chunks_exact(2)
-        .map(|p| Some((super::hmac::hex_val(p[0])? << 4) | super::hmac::hex_val(p[1])?))
-        .collect()
 }
 
 #[cfg(test)]
