@@ -247,7 +247,6 @@ fn bench_forward(c: &mut Criterion) {
     let template = Fields::from(&delivery_headers(
         "sha256=e2eaca8e48b341792c2696fc98f4147b61f70eafeef16515714ace7543c45d39",
     ));
-    let request_id = HeaderValue::from_static("5e8b2a1c-0000-4000-8000-000000000001");
     let route = HeaderValue::from_static("expel");
     let verified = HeaderValue::from_static("expel");
     let upstream_host = HeaderValue::from_static("127.0.0.1:9000");
@@ -256,7 +255,7 @@ fn bench_forward(c: &mut Criterion) {
         peer_trusted,
         proto: "http",
         original_host: Some(b"hooks.example.com"),
-        request_id: &request_id,
+        request_id: b"5e8b2a1c-0000-4000-8000-000000000001",
         route: &route,
         verified: &verified,
         upstream_host: &upstream_host,

@@ -5,6 +5,8 @@
 //! no hashing and no allocation per field, as a `HeaderMap` would. HTTP/2 (hyper) gets a
 //! `Response` made from it.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
@@ -15,10 +17,64 @@ pub type HttpResponse = Response<Full<Bytes>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub status: StatusCode,
-    lines: Vec<u8>,
+    /// The lines as written; the gateway's fixed answers (rejections) borrow theirs
+    /// from static text, made once at build time rather than per answer.
+    lines: Cow<'static, [u8]>,
+    /// The request's id, written after the lines as `x-request-id`: set on every
+    /// answer, and kept apart so that setting it neither copies static lines nor
+    /// searches an upstream's (whose own id the upstream client drops).
+    request_id: Option<RequestId>,
     has_date: bool,
     close: bool,
     pub body: Bytes,
+}
+
+/// The length of an id the gateway makes: a 16-digit hex prefix, `-`, 12 hex digits.
+pub const MADE_ID_LEN: usize = 29;
+
+/// A request's id (`x-request-id`), as the access line, the upstream and the answer
+/// carry it. One the gateway makes is kept inline, so that a request costs no
+/// allocation for it; a sender's own (a visible-ASCII token) is copied.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(IdRepr);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum IdRepr {
+    Made([u8; MADE_ID_LEN]),
+    Sent(Bytes),
+}
+
+impl RequestId {
+    /// An id made by the gateway: `digits` are hex and `-`.
+    pub fn made(digits: [u8; MADE_ID_LEN]) -> RequestId {
+        debug_assert!(digits.iter().all(|b| b.is_ascii_hexdigit() || *b == b'-'));
+        RequestId(IdRepr::Made(digits))
+    }
+
+    /// The sender's id, if it is a token worth keeping: 1 to 128 visible ASCII bytes.
+    pub fn sent(value: &[u8]) -> Option<RequestId> {
+        let token = !value.is_empty() && value.len() <= 128;
+        (token && value.iter().all(u8::is_ascii_graphic))
+            .then(|| RequestId(IdRepr::Sent(Bytes::copy_from_slice(value))))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            IdRepr::Made(d) => d,
+            IdRepr::Sent(b) => b,
+        }
+    }
+
+    /// The id as text (both kinds are ASCII).
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("-")
+    }
+}
+
+impl PartialEq<&str> for RequestId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
 }
 
 /// Whether `value` may stand in a header line: the rule of `HeaderValue::from_bytes`
@@ -30,9 +86,18 @@ pub fn valid_value(value: &[u8]) -> bool {
 
 impl Answer {
     pub fn new(status: StatusCode, body: Bytes) -> Answer {
+        Answer::with_static_lines(status, b"", body)
+    }
+
+    /// An answer whose fields are fixed text: `lines` as [`push_line`] writes them,
+    /// with no `date` (the writer adds it). No allocation until a field is added.
+    pub fn with_static_lines(status: StatusCode, lines: &'static [u8], body: Bytes) -> Answer {
+        debug_assert!(lines.is_empty() || lines.ends_with(b"\r\n"));
+        debug_assert!(!lines.starts_with(b"date:") && !lines.windows(6).any(|w| w == b"\ndate:"));
         Answer {
             status,
-            lines: Vec::new(),
+            lines: Cow::Borrowed(lines),
+            request_id: None,
             has_date: false,
             close: false,
             body,
@@ -44,7 +109,8 @@ impl Answer {
     pub(crate) fn from_lines(status: StatusCode, lines: Vec<u8>, has_date: bool) -> Answer {
         Answer {
             status,
-            lines,
+            lines: Cow::Owned(lines),
+            request_id: None,
             has_date,
             close: false,
             body: Bytes::new(),
@@ -57,13 +123,14 @@ impl Answer {
     pub fn push(&mut self, name: &str, value: &[u8]) {
         debug_assert!(!name.is_empty() && !name.bytes().any(|b| b.is_ascii_uppercase()));
         if valid_value(value) && !hop_owned(name.as_bytes()) {
-            if self.lines.capacity() == 0 {
+            let lines = self.lines.to_mut();
+            if lines.capacity() == 0 {
                 // The gateway's own answers carry two or three short fields: one
                 // allocation for all of them.
-                self.lines.reserve(128);
+                lines.reserve(128);
             }
             self.has_date |= name == "date";
-            push_line(&mut self.lines, name.as_bytes(), value);
+            push_line(lines, name.as_bytes(), value);
         }
     }
 
@@ -71,18 +138,35 @@ impl Answer {
     pub fn set(&mut self, name: &str, value: &[u8]) {
         if self.get(name).is_some() {
             let mut kept = Vec::with_capacity(self.lines.len());
-            for (n, v) in self.fields() {
+            for (n, v) in self.line_fields() {
                 if n != name.as_bytes() {
                     push_line(&mut kept, n, v);
                 }
             }
-            self.lines = kept;
+            self.lines = Cow::Owned(kept);
         }
         self.push(name, value);
     }
 
-    /// The fields in order: names (lower case) and values.
+    /// Sets the request's id, written after the other fields as `x-request-id`.
+    pub fn set_request_id(&mut self, id: RequestId) {
+        self.request_id = Some(id);
+    }
+
+    /// The request's id, if set.
+    pub fn request_id(&self) -> Option<&RequestId> {
+        self.request_id.as_ref()
+    }
+
+    /// The fields in order: names (lower case) and values; the request's id last.
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let id = self.request_id.as_ref();
+        self.line_fields()
+            .chain(id.map(|id| (X_REQUEST_ID, id.as_bytes())))
+    }
+
+    /// The fields of the lines: all but the request's id.
+    fn line_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.lines
             .split(|&b| b == b'\n')
             .filter(|line| !line.is_empty())
@@ -101,9 +185,17 @@ impl Answer {
             .map(|(_, v)| v)
     }
 
-    /// The header lines, as written.
+    /// The header lines, as written, but for the request's id.
     pub fn lines(&self) -> &[u8] {
         &self.lines
+    }
+
+    /// Appends the header lines as written, the request's id last.
+    pub fn write_lines(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.lines);
+        if let Some(id) = &self.request_id {
+            push_line(out, X_REQUEST_ID, id.as_bytes());
+        }
     }
 
     /// Whether a `Date` field is among the lines.
@@ -141,6 +233,9 @@ impl Answer {
         resp
     }
 }
+
+/// The field name of a request's id.
+const X_REQUEST_ID: &[u8] = b"x-request-id";
 
 /// Fields the HTTP/1 writer owns: an answer never carries them.
 pub(crate) fn hop_owned(name: &[u8]) -> bool {
@@ -217,12 +312,64 @@ mod tests {
     }
 
     #[test]
+    fn static_lines_and_the_request_id() {
+        let id = RequestId::made(*b"0123456789abcdef-000000000001");
+        let mut a = Answer::with_static_lines(
+            StatusCode::NOT_ACCEPTABLE,
+            b"content-type: text/plain\r\n",
+            Bytes::from_static(b"no\n"),
+        );
+        assert!(matches!(a.lines, Cow::Borrowed(_)));
+        a.set_request_id(id.clone());
+        // Setting the id leaves the static lines borrowed; it is written last.
+        assert!(matches!(a.lines, Cow::Borrowed(_)));
+        let mut out = Vec::new();
+        a.write_lines(&mut out);
+        assert_eq!(
+            out,
+            b"content-type: text/plain\r\nx-request-id: 0123456789abcdef-000000000001\r\n"
+        );
+        assert_eq!(a.get("x-request-id"), Some(id.as_bytes()));
+        assert_eq!(a.request_id(), Some(&id));
+        // A field added to static lines goes on a copy, before the id.
+        a.push("retry-after", b"3");
+        assert_eq!(a.lines(), b"content-type: text/plain\r\nretry-after: 3\r\n");
+        let names: Vec<_> = a.fields().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [&b"content-type"[..], b"retry-after", b"x-request-id"]
+        );
+        a.set("content-type", b"text/html");
+        assert_eq!(a.get("content-type"), Some(&b"text/html"[..]));
+        // Replacing a field keeps the id out of the lines: written once, last.
+        let mut out = Vec::new();
+        a.write_lines(&mut out);
+        assert_eq!(
+            out,
+            b"retry-after: 3\r\ncontent-type: text/html\r\n\
+              x-request-id: 0123456789abcdef-000000000001\r\n"
+        );
+    }
+
+    #[test]
+    fn a_sent_request_id_is_kept_only_when_it_is_a_token() {
+        let id = RequestId::sent(b"abc-123").expect("a token");
+        assert_eq!((id.as_bytes(), id.as_str()), (&b"abc-123"[..], "abc-123"));
+        assert_eq!(id, "abc-123");
+        for bad in [&b""[..], b"a b", b"tab\t", b"caf\xc3\xa9", b"nul\0"] {
+            assert_eq!(RequestId::sent(bad), None, "{bad:?}");
+        }
+        assert!(RequestId::sent(&[b'x'; 128]).is_some());
+        assert_eq!(RequestId::sent(&[b'x'; 129]), None);
+    }
+
+    #[test]
     fn hyper_gets_the_same_fields() {
         let mut a = Answer::new(StatusCode::ACCEPTED, Bytes::from_static(b"queued\n"));
         a.push("x-a", b"1");
         a.push("x-a", b"2");
         a.push("retry-after", b"5");
-        a.push("x-request-id", b"abc-000000000001");
+        a.set_request_id(RequestId::sent(b"abc-000000000001").unwrap());
         let r = a.into_response();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
         let a: Vec<_> = r.headers().get_all("x-a").iter().collect();

@@ -50,7 +50,7 @@ pub struct ForwardInfo<'a> {
     pub proto: &'static str,
     /// The Host the sender asked for (the Host field, or the HTTP/2 authority).
     pub original_host: Option<&'a [u8]>,
-    pub request_id: &'a HeaderValue,
+    pub request_id: &'a [u8],
     pub route: &'a HeaderValue,
     pub verified: &'a HeaderValue,
     pub upstream_host: &'a HeaderValue,
@@ -162,7 +162,7 @@ pub fn write_upstream_head(
     if let (false, Some(host)) = (kept_host, info.original_host) {
         push_field(out, b"x-forwarded-host", host);
     }
-    push_field(out, b"x-request-id", info.request_id.as_bytes());
+    push_field(out, b"x-request-id", info.request_id);
     push_field(out, b"x-hookgate-route", info.route.as_bytes());
     push_field(out, b"x-hookgate-verified", info.verified.as_bytes());
     if let Some(trace) = info.traceparent {
@@ -233,7 +233,7 @@ mod tests {
             peer_trusted: trusted,
             proto: "http",
             original_host,
-            request_id: &vals[0],
+            request_id: b"req-1",
             route: &vals[1],
             verified: &vals[2],
             upstream_host: &vals[3],

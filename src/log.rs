@@ -3,7 +3,7 @@
 //! request. Nothing here ever sees a secret or a signature.
 
 use crate::pipeline::Reject;
-use http::{HeaderValue, Method, StatusCode, Uri};
+use http::{Method, StatusCode, Uri};
 use std::net::IpAddr;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -138,7 +138,7 @@ impl AccessLog {
     pub fn emit(
         &self,
         route: Option<&str>,
-        request_id: &HeaderValue,
+        request_id: &str,
         status: StatusCode,
         latency: Duration,
     ) {
@@ -166,7 +166,7 @@ impl AccessLog {
             .unwrap_or("-");
         tracing::info!(
             target: "access",
-            request_id = request_id.to_str().unwrap_or("-"),
+            request_id,
             route = route.unwrap_or("-"),
             client_ip = %self.client_ip,
             method = if self.unparsed { "-" } else { self.method.as_str() },

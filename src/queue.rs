@@ -300,7 +300,6 @@ async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitt
     let d = &row.delivery;
     let headers = decode_headers(&d.headers);
     let path = forward::upstream_path(&route.upstream, d.query.as_deref());
-    let request_id = HeaderValue::from_str(&d.request_id).unwrap_or(HeaderValue::from_static("-"));
     let delivery_id = queue.delivery_id(row.id);
     let number = row.attempts + 1;
     let info = ForwardInfo {
@@ -308,7 +307,7 @@ async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitt
         peer_trusted: d.peer_trusted,
         proto: if d.tls { "https" } else { "http" },
         original_host: d.original_host.as_deref(),
-        request_id: &request_id,
+        request_id: d.request_id.as_bytes(),
         route: &state.name_header,
         verified: &route.verifier.header_value,
         upstream_host: &route.upstream.host_header,

@@ -132,21 +132,16 @@ impl RequestIds {
         }
     }
 
-    fn take(&self, sent: Option<crate::fields::Value<'_>>) -> HeaderValue {
-        if let Some(v) = sent {
-            let b = v.as_bytes();
-            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-                if let Some(v) = v.to_header_value() {
-                    return v;
-                }
-            }
+    fn take(&self, sent: Option<crate::fields::Value<'_>>) -> RequestId {
+        if let Some(id) = sent.and_then(|v| RequestId::sent(v.as_bytes())) {
+            return id;
         }
         let n = self.number();
-        let mut buf = [0u8; 29];
+        let mut buf = [0u8; MADE_ID_LEN];
         crate::trace::write_hex(&mut buf[..16], self.prefix);
         buf[16] = b'-';
         crate::trace::write_hex(&mut buf[17..], n);
-        HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+        RequestId::made(buf)
     }
 
     /// The next number from this thread's block, which belongs to this set of ids
@@ -169,7 +164,8 @@ impl RequestIds {
     }
 }
 
-pub use crate::answer::Answer;
+use crate::answer::MADE_ID_LEN;
+pub use crate::answer::{Answer, RequestId};
 
 /// What the connection knows about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,11 +338,11 @@ impl Gateway {
     }
 
     /// Every answer's last step: its request id, its access line, its metrics.
-    fn finish(&self, resp: &mut Answer, log: &AccessLog, request_id: HeaderValue, took: Duration) {
+    fn finish(&self, resp: &mut Answer, log: &AccessLog, request_id: RequestId, took: Duration) {
         let route_name = log.route_index.map(|i| self.routes[i].route.name.as_str());
-        log.emit(route_name, &request_id, resp.status, took);
-        // Never one from the upstream: its X-Request-Id is not forwarded back as ours.
-        resp.set(X_REQUEST_ID.as_str(), request_id.as_bytes());
+        log.emit(route_name, request_id.as_str(), resp.status, took);
+        // Never one from the upstream: the upstream client drops its X-Request-Id.
+        resp.set_request_id(request_id);
         match log.route_index {
             Some(i) => self.routes[i]
                 .metrics
@@ -384,7 +380,7 @@ impl Gateway {
         peer: SocketAddr,
         peer_text: &str,
         conn: ConnInfo,
-        request_id: &HeaderValue,
+        request_id: &RequestId,
         log: &mut AccessLog,
         // The request's one clock reading: timestamps, the upstream deadline, the pool.
         start: Instant,
@@ -528,7 +524,7 @@ impl Gateway {
             peer_trusted,
             proto: if conn.tls { "https" } else { "http" },
             original_host,
-            request_id,
+            request_id: request_id.as_bytes(),
             route: &state.name_header,
             verified: &route.verifier.header_value,
             upstream_host: &route.upstream.host_header,
@@ -572,7 +568,7 @@ impl Gateway {
         peer_text: &str,
         peer_trusted: bool,
         conn: ConnInfo,
-        request_id: &HeaderValue,
+        request_id: &RequestId,
         trace: &crate::trace::TraceParent,
         ticket: Option<Ticket>,
         log: &mut AccessLog,
@@ -595,7 +591,7 @@ impl Gateway {
             peer_trusted,
             tls: conn.tls,
             original_host,
-            request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+            request_id: request_id.as_str().to_string(),
             body,
         };
         let id = match queue.store.enqueue(delivery).await {
@@ -690,18 +686,24 @@ fn write_secret_file(path: &str, secret: &[u8]) -> std::io::Result<()> {
 /// The answer to a failed request: the status, a short reason, and the headers the
 /// status calls for. Never anything about what the right signature would have been.
 pub fn reject_response(reject: Reject, reject_status: StatusCode) -> Answer {
-    let body = Bytes::from_static(reason_body(reject));
-    let mut resp = Answer::new(reject.status(reject_status), body);
-    resp.push("content-type", b"text/plain; charset=utf-8");
-    match reject {
-        Reject::RateLimited { retry_after_secs } => {
-            resp.push("retry-after", retry_after_secs.to_string().as_bytes());
-        }
-        Reject::MethodNotAllowed => resp.push("allow", b"POST"),
+    // The fields are fixed text but for a rate limit's wait: no allocation and no
+    // formatting per rejection.
+    macro_rules! lines {
+        ($($more:literal)?) => {
+            concat!("content-type: text/plain; charset=utf-8\r\n", $($more)?).as_bytes()
+        };
+    }
+    let lines: &'static [u8] = match reject {
+        Reject::MethodNotAllowed => lines!("allow: POST\r\n"),
         Reject::DuplicateInFlight | Reject::StoreFull | Reject::StoreUnavailable => {
-            resp.push("retry-after", b"5");
+            lines!("retry-after: 5\r\n")
         }
-        _ => {}
+        _ => lines!(),
+    };
+    let body = Bytes::from_static(reason_body(reject));
+    let mut resp = Answer::with_static_lines(reject.status(reject_status), lines, body);
+    if let Reject::RateLimited { retry_after_secs } = reject {
+        resp.push("retry-after", retry_after_secs.to_string().as_bytes());
     }
     resp
 }
@@ -1096,7 +1098,7 @@ mod tests {
         let a = ids.take(None);
         let b = ids.take(None);
         assert_ne!(a, b);
-        assert_eq!(a.len(), 29);
+        assert_eq!(a.as_bytes().len(), 29);
         let long: &'static str = "x".repeat(200).leak();
         assert_ne!(ids.take(sent(long)), long);
         assert_ne!(ids.take(sent("a b")), "a b");

@@ -722,7 +722,8 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, Malformed> {
                 saw_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
             }
         }
-        if !crate::forward::is_hop_by_hop(name.as_str()) {
+        // The sender gets the gateway's request id, never the upstream's.
+        if !crate::forward::is_hop_by_hop(name.as_str()) && name != crate::forward::X_REQUEST_ID {
             has_date |= name == http::header::DATE;
             crate::answer::push_line(&mut lines, name.as_str().as_bytes(), h.value);
         }
@@ -971,10 +972,14 @@ mod tests {
 
     #[test]
     fn framing_and_reuse_from_the_head() {
-        let (_, r, f, ka) = done("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello");
+        let (_, r, f, ka) = done(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\nX-Request-Id: up-1\r\n\r\nhello",
+        );
         assert_eq!((r.status.as_u16(), f, ka), (200, Framing::Length(5), true));
-        // The end-to-end fields as lines; the framing ones are this hop's, not kept.
+        // The end-to-end fields as lines; the framing ones are this hop's, not kept,
+        // nor is the upstream's request id (the sender gets the gateway's).
         assert_eq!(r.lines(), b"x-a: b\r\n");
+        assert_eq!(r.get("x-request-id"), None);
         let (_, _, f, ka) = done("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n");
         assert_eq!((f, ka), (Framing::Chunked, true));
         let (_, _, f, _) = done("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, \r\n\r\n");

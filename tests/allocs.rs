@@ -31,9 +31,9 @@ fn allocations_per_request_stay_within_bounds() {
     eprint!("{report}");
     for (kind, f) in &figures {
         let bound = match kind {
-            Kind::Forwarded => 9.0,
-            Kind::Forged => 8.0,
-            Kind::Unsigned => 9.0,
+            Kind::Forwarded => 8.0,
+            Kind::Forged => 6.0,
+            Kind::Unsigned => 8.0,
         };
         assert!(
             f.allocs <= bound,

@@ -332,7 +332,6 @@ fn check_upstream(a: &Accepted) {
         host_header: HeaderValue::from_static("127.0.0.1:9000"),
     };
     let path = upstream_path(&upstream, a.uri.query());
-    let id = HeaderValue::from_static("req-1");
     let route = HeaderValue::from_static("r");
     let verified = HeaderValue::from_static("none");
     let info = ForwardInfo {
@@ -340,7 +339,7 @@ fn check_upstream(a: &Accepted) {
         peer_trusted: false,
         proto: "http",
         original_host: a.fields.get("host").map(|h| h.as_bytes()),
-        request_id: &id,
+        request_id: b"req-1",
         route: &route,
         verified: &verified,
         upstream_host: &upstream.host_header,

@@ -89,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
         peer_trusted,
         proto,
         original_host: (flags & 4 != 0).then_some(original_host.as_bytes()),
-        request_id: &request_id,
+        request_id: request_id.as_bytes(),
         route: &route,
         verified: &verified,
         upstream_host: &upstream_host,

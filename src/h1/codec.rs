@@ -397,7 +397,7 @@ pub fn write_response_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(answer.lines());
+    answer.write_lines(out);
     if !answer.has_date() {
         out.extend_from_slice(b"date: ");
         date::with_secs(unix_secs(), |d| out.extend_from_slice(d));

@@ -87,6 +87,10 @@ impl Upstream {
                             *resp.status_mut() = StatusCode::from_u16(beh.status).unwrap();
                             resp.headers_mut()
                                 .insert("x-upstream", "yes".parse().unwrap());
+                            // Its own request id, which the sender must never get: the
+                            // gateway answers with the request's.
+                            resp.headers_mut()
+                                .insert("x-request-id", "upstream-own-id".parse().unwrap());
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
