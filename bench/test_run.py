@@ -192,6 +192,15 @@ class Ratios(unittest.TestCase):
         b = self.target(100.0, [100.0])
         self.assertEqual(run.paired_ratio(a, b, "rps"), "1.20×")
 
+    def test_a_verdict_at_the_bound_says_which_side_it_fell(self):
+        # 0.998 prints as 1.00×: the FAIL beside it needs the third decimal.
+        self.assertEqual(run.at_the_bound(0.998, 1.0), " (0.998× to three decimals)")
+        self.assertEqual(run.at_the_bound(1.004, 1.0), " (1.004× to three decimals)")
+        self.assertEqual(run.at_the_bound(1.146, 1.15), " (1.146× to three decimals)")
+        self.assertEqual(run.at_the_bound(1.96, 2.0), "")
+        self.assertEqual(run.at_the_bound(1.02, 1.0), "")
+        self.assertEqual(run.at_the_bound(None, 1.0), "")
+
     def test_paired_ratio_without_a_figure(self):
         a = self.target(120.0, [120.0, 120.0])
         self.assertEqual(run.paired_ratio(a, {"rps": 0, "rounds": []}, "rps"), "-")
