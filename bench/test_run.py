@@ -192,6 +192,39 @@ class Ratios(unittest.TestCase):
         b = self.target(100.0, [100.0])
         self.assertEqual(run.paired_ratio(a, b, "rps"), "1.20×")
 
+    def test_rounds_rows_list_every_round_of_every_target(self):
+        def target(*rounds):
+            return {"rps": 0, "rounds": list(rounds)}
+
+        ka = {"rps": 1000.0, "p99": 1.5, "cpu_us": 16.0}
+        results = {
+            "keepalive": {
+                "hookgate": target(ka, dict(ka, rps=1100.0)),
+                "haproxy": target(dict(ka, rps=990.0), dict(ka, rps=1010.0)),
+            },
+            "h2c": {"hookgate": target({"rps": 900.0, "mean": 0.62, "cpu_us": None})},
+            "forged": {
+                "rejects": target({"rps": 2000.0, "p99": 0.3, "cpu_us": 7.0}),
+                "accepted": target(ka),
+            },
+            "queued": {"hookgate": target(ka)},  # not a side-by-side scenario
+        }
+        width, rows = run.rounds_rows(results)
+        self.assertEqual(width, 2)
+        self.assertEqual(
+            rows,
+            [
+                ["keepalive", "hookgate", "1,000 req/s, p99 1.500 ms, 16.00 µs",
+                 "1,100 req/s, p99 1.500 ms, 16.00 µs"],
+                ["keepalive", "haproxy", "990 req/s, p99 1.500 ms, 16.00 µs",
+                 "1,010 req/s, p99 1.500 ms, 16.00 µs"],
+                ["h2c", "hookgate", "900 req/s, mean 0.620 ms", "-"],
+                ["forged", "hookgate (forged)", "2,000 req/s, p99 0.300 ms, 7.00 µs", "-"],
+                ["forged", "hookgate (accepted)", "1,000 req/s, p99 1.500 ms, 16.00 µs", "-"],
+            ],
+        )
+        self.assertEqual(run.rounds_rows({}), (0, []))
+
     def test_a_verdict_at_the_bound_says_which_side_it_fell(self):
         # 0.998 prints as 1.00×: the FAIL beside it needs the third decimal.
         self.assertEqual(run.at_the_bound(0.998, 1.0), " (0.998× to three decimals)")
