@@ -11,6 +11,9 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+/// The field name of a request's id, which an answer keeps apart from its lines.
+const X_REQUEST_ID: &[u8] = crate::forward::X_REQUEST_ID_NAME.as_bytes();
+
 /// The response type hyper serves over HTTP/2.
 pub type HttpResponse = Response<Full<Bytes>>;
 
@@ -122,6 +125,10 @@ impl Answer {
     /// line is not added (the gateway's own values never are such).
     pub fn push(&mut self, name: &str, value: &[u8]) {
         debug_assert!(!name.is_empty() && !name.bytes().any(|b| b.is_ascii_uppercase()));
+        debug_assert!(
+            name.as_bytes() != X_REQUEST_ID,
+            "the id is set_request_id's"
+        );
         if valid_value(value) && !hop_owned(name.as_bytes()) {
             let lines = self.lines.to_mut();
             if lines.capacity() == 0 {
@@ -136,7 +143,7 @@ impl Answer {
 
     /// Replaces every field `name` with one of `value`.
     pub fn set(&mut self, name: &str, value: &[u8]) {
-        if self.get(name).is_some() {
+        if self.line_fields().any(|(n, _)| n == name.as_bytes()) {
             let mut kept = Vec::with_capacity(self.lines.len());
             for (n, v) in self.line_fields() {
                 if n != name.as_bytes() {
@@ -233,9 +240,6 @@ impl Answer {
         resp
     }
 }
-
-/// The field name of a request's id.
-const X_REQUEST_ID: &[u8] = b"x-request-id";
 
 /// Fields the HTTP/1 writer owns: an answer never carries them.
 pub(crate) fn hop_owned(name: &[u8]) -> bool {

@@ -14,7 +14,9 @@ use std::borrow::Cow;
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The request id's field name, for the places that write lines rather than a map.
+pub const X_REQUEST_ID_NAME: &str = "x-request-id";
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static(X_REQUEST_ID_NAME);
 
 /// Whether a field describes one hop rather than the message (RFC 9110 §7.6.1):
 /// Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade and every Proxy-*.
@@ -111,7 +113,7 @@ pub fn write_upstream_head(
             || name == b"host"
             || name == b"content-length"
             || name == b"expect"
-            || name == X_REQUEST_ID.as_str().as_bytes()
+            || name == X_REQUEST_ID_NAME.as_bytes()
             || name.starts_with(b"x-hookgate-")
             || (info.traceparent.is_some() && name == crate::trace::TRACEPARENT.as_bytes())
             || listed
@@ -162,7 +164,7 @@ pub fn write_upstream_head(
     if let (false, Some(host)) = (kept_host, info.original_host) {
         push_field(out, b"x-forwarded-host", host);
     }
-    push_field(out, b"x-request-id", info.request_id);
+    push_field(out, X_REQUEST_ID_NAME.as_bytes(), info.request_id);
     push_field(out, b"x-hookgate-route", info.route.as_bytes());
     push_field(out, b"x-hookgate-verified", info.verified.as_bytes());
     if let Some(trace) = info.traceparent {

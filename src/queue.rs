@@ -292,6 +292,16 @@ async fn dispatch(queue: Arc<Queue>, shared: Arc<Shared>, route: String) {
     }
 }
 
+/// A stored delivery's request id as its upstream head carries it. The gateway stored a
+/// token, but the store is a file: a value that could end the header line (edited by
+/// hand, a damaged row) goes out as `-`.
+fn stored_request_id(id: &str) -> &[u8] {
+    match id.as_bytes() {
+        v if crate::answer::valid_value(v) => v,
+        _ => b"-",
+    }
+}
+
 /// One attempt at a stored delivery, and its outcome recorded. Returns whether the
 /// delivery is still pending.
 async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitter: f64) -> bool {
@@ -307,7 +317,7 @@ async fn attempt(queue: &Queue, gateway: &Gateway, idx: usize, row: Stored, jitt
         peer_trusted: d.peer_trusted,
         proto: if d.tls { "https" } else { "http" },
         original_host: d.original_host.as_deref(),
-        request_id: d.request_id.as_bytes(),
+        request_id: stored_request_id(&d.request_id),
         route: &state.name_header,
         verified: &route.verifier.header_value,
         upstream_host: &route.upstream.host_header,
@@ -409,6 +419,18 @@ impl Jitter {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_stored_request_id_never_splits_the_upstream_head() {
+        use super::stored_request_id;
+        assert_eq!(
+            stored_request_id("5e8b2a1c-000000000001"),
+            b"5e8b2a1c-000000000001"
+        );
+        for bad in ["a\r\nx-injected: 1", "nul\0", "lf\n"] {
+            assert_eq!(stored_request_id(bad), b"-", "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn spec() -> RetrySpec {

@@ -851,7 +851,7 @@ mod tests {
             http::StatusCode::NOT_ACCEPTABLE,
             Bytes::from(vec![b'x'; 19]),
         );
-        a.push("x-request-id", b"abc");
+        a.set_request_id(crate::answer::RequestId::sent(b"abc").unwrap());
         let mut out = Vec::new();
         write_response_head(&mut out, &a, true, || 784_111_777);
         // The date is the one the caller gives (the answer's time), not a clock reading.
