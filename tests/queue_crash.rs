@@ -468,7 +468,16 @@ async fn failing_store() {
         "the gateway exited; its log:\n{}",
         gw.log_tail()
     );
-    let text = std::fs::read_to_string(&gw.log).unwrap();
+    // The gateway writes its log from a thread of its own: the line may reach the
+    // file a moment after the 503 reached us (a loaded CI machine showed it).
+    let logged = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = std::fs::read_to_string(&gw.log).unwrap();
+        if text.contains("cannot store a delivery") || Instant::now() >= logged {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         text.contains("cannot store a delivery"),
         "the log says why:\n{text}"
