@@ -342,6 +342,13 @@ mod tests {
             all(&f, "traceparent"),
             ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]
         );
+        // The sender's Connection may name traceparent: its own is dropped, ours sent
+        // once (found by the upstream_head fuzz target's smoke run).
+        h.insert(header::CONNECTION, hv("traceparent"));
+        let f = forwarded_with(&h, "198.51.100.7", false, None, Some(OURS));
+        assert_eq!(all(&f, "traceparent"), [OURS]);
+        let f = forwarded_with(&h, "198.51.100.7", false, None, None);
+        assert!(all(&f, "traceparent").is_empty());
     }
 
     #[test]

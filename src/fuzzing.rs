@@ -12,6 +12,7 @@ use http::Response;
 pub use crate::config::expand::expand;
 pub use crate::config::units::{format_duration, format_size, parse_duration, parse_size};
 pub use crate::forward::{is_hop_by_hop, upstream_path, write_upstream_head, ForwardInfo};
+pub use crate::h1::codec::MAX_CHUNK_EXTENSIONS;
 pub use crate::handshake::{percent_decode, query_param};
 pub use crate::pipeline::client_ip::client_ip;
 pub use crate::verify::hmac::parse_rfc3339;

@@ -8,11 +8,13 @@
 //!   whole, or refuses both ways;
 //! - round trip: the input's bytes, chunk-encoded here (chunk sizes, hex case, chunk
 //!   extensions and trailer fields chosen by the input), decode back to exactly those
-//!   bytes, with whatever followed the message left in the buffer, fed whole or in pieces.
+//!   bytes, with whatever followed the message left in the buffer, fed whole or in pieces;
+//!   or, when the extensions written come to more than `MAX_CHUNK_EXTENSIONS` bytes,
+//!   is refused however it is fed.
 #![no_main]
 
 use bytes::BytesMut;
-use hookgate::fuzzing::Chunked;
+use hookgate::fuzzing::{Chunked, MAX_CHUNK_EXTENSIONS};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -71,7 +73,9 @@ fn piece_plans(seed: u8) -> [Vec<usize>; 3] {
     [vec![1], small, vec![usize::MAX]]
 }
 
-fn encode(payload: &[u8], ctl: u8, tail: &[u8]) -> Vec<u8> {
+/// The chunked coding of `payload` followed by `tail`, and how many bytes of chunk
+/// extensions (after each `;`) it carries.
+fn encode(payload: &[u8], ctl: u8, tail: &[u8]) -> (Vec<u8>, usize) {
     let upper = ctl & 1 != 0;
     let extensions = ctl & 2 != 0;
     let trailers = ctl & 4 != 0;
@@ -79,6 +83,7 @@ fn encode(payload: &[u8], ctl: u8, tail: &[u8]) -> Vec<u8> {
     let mut wire = Vec::new();
     let mut rest = payload;
     let mut i = 0;
+    let mut extension_bytes = 0;
     while !rest.is_empty() {
         let n = (1 + rest[0] as usize % max_chunk).min(rest.len());
         let size = if upper {
@@ -88,7 +93,10 @@ fn encode(payload: &[u8], ctl: u8, tail: &[u8]) -> Vec<u8> {
         };
         wire.extend_from_slice(size.as_bytes());
         if extensions {
-            wire.extend_from_slice(format!(";ext{i}=\"v\"").as_bytes());
+            let ext = format!("ext{i}=\"v\"");
+            extension_bytes += ext.len();
+            wire.push(b';');
+            wire.extend_from_slice(ext.as_bytes());
         }
         wire.extend_from_slice(b"\r\n");
         wire.extend_from_slice(&rest[..n]);
@@ -102,7 +110,7 @@ fn encode(payload: &[u8], ctl: u8, tail: &[u8]) -> Vec<u8> {
     }
     wire.extend_from_slice(b"\r\n");
     wire.extend_from_slice(tail);
-    wire
+    (wire, extension_bytes)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -128,11 +136,16 @@ fuzz_target!(|data: &[u8]| {
         Some(at) => (&data[1.min(at)..at], &data[at..]),
         None => (data.get(1..).unwrap_or(&[]), &[][..]),
     };
-    let wire = encode(payload, seed, tail);
+    let (wire, extension_bytes) = encode(payload, seed, tail);
+    let want = if extension_bytes > MAX_CHUNK_EXTENSIONS {
+        Outcome::Refused
+    } else {
+        Outcome::Done(payload.to_vec(), tail.to_vec())
+    };
     for plan in &plans {
         assert_eq!(
             decode(&wire, plan),
-            Outcome::Done(payload.to_vec(), tail.to_vec()),
+            want,
             "round trip of {payload:?} in pieces of {plan:?}: {:?}",
             String::from_utf8_lossy(&wire)
         );

@@ -16,7 +16,9 @@
 //!   upgrade, proxy-*), no field the sender's Connection names, no `expect`;
 //! - keeps every other field of the sender, in order, with its value; `x-forwarded-*`
 //!   only from a trusted peer, and then `x-forwarded-proto`/`-host` at most once
-//!   each from us.
+//!   each from us;
+//! - with this hop's trace context, exactly one `traceparent` (ours), even when the
+//!   sender's Connection names it.
 #![no_main]
 
 use hookgate::fields::Fields;
@@ -189,7 +191,8 @@ fuzz_target!(|data: &[u8]| {
                         | "x-request-id"
                         | "x-hookgate-route"
                         | "x-hookgate-verified"
-                ),
+                )
+                || (name == "traceparent" && info.traceparent.is_some()),
             "{name} is named by Connection but forwarded"
         );
     }
