@@ -6,7 +6,8 @@
 //!   same, and every shorter prefix is `Partial` (so an answer split across reads is
 //!   never refused where the whole one is accepted);
 //! - a final head's status is not 1xx; the fields kept are exactly the end-to-end ones
-//!   (no hop-by-hop field, no Content-Length), with their values;
+//!   (no hop-by-hop field, no Content-Length, and no X-Request-Id: the sender gets the
+//!   gateway's id, never the upstream's), with their values;
 //! - framing and reuse follow RFC 9112 §6.3 / §9.3, checked against a reference reading
 //!   of the same head: 204/304 have no body; Transfer-Encoding whose final coding
 //!   (ignoring empty list elements) is chunked → chunked, any other → read to close;
@@ -103,7 +104,10 @@ fuzz_target!(|data: &[u8]| {
             let mut kept: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
             for h in fields {
                 let name = http::HeaderName::from_bytes(h.name.as_bytes()).unwrap();
-                if !is_hop_by_hop(name.as_str()) && name != http::header::CONTENT_LENGTH {
+                if !is_hop_by_hop(name.as_str())
+                    && name != http::header::CONTENT_LENGTH
+                    && name != "x-request-id"
+                {
                     kept.entry(name.to_string()).or_default().push(h.value);
                 }
             }

@@ -106,6 +106,8 @@ heads = [
     # Regressions (minimised findings of the response_head target).
     "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, \r\n\r\n",
     "HTTP/1.0 200 K\nconnection: close\nconnection:keep-alive\n\n",
+    # The upstream's own request id is dropped (the sender gets the gateway's).
+    "HTTP/1.1 200 OK\r\nX-Request-Id: upstream-7\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok",
 ]
 write("response_head", heads)
 
