@@ -130,14 +130,20 @@ impl Answer {
             "the id is set_request_id's"
         );
         if valid_value(value) && !hop_owned(name.as_bytes()) {
-            let lines = self.lines.to_mut();
-            if lines.capacity() == 0 {
-                // The gateway's own answers carry two or three short fields: one
-                // allocation for all of them.
-                lines.reserve(128);
+            // The gateway's own answers carry two or three short fields: one allocation
+            // for all of them, static lines included (a copy of their exact size would
+            // grow again at once).
+            match &mut self.lines {
+                Cow::Borrowed(fixed) => {
+                    let mut owned = Vec::with_capacity(fixed.len() + 128);
+                    owned.extend_from_slice(fixed);
+                    self.lines = Cow::Owned(owned);
+                }
+                Cow::Owned(lines) if lines.capacity() == 0 => lines.reserve(128),
+                Cow::Owned(_) => {}
             }
             self.has_date |= name == "date";
-            push_line(lines, name.as_bytes(), value);
+            push_line(self.lines.to_mut(), name.as_bytes(), value);
         }
     }
 
@@ -249,6 +255,33 @@ pub(crate) fn hop_owned(name: &[u8]) -> bool {
     )
 }
 
+/// A number's decimal digits, on the stack: for a header line without `format!`.
+pub(crate) struct Decimal {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    pub(crate) fn new(mut n: u64) -> Decimal {
+        let mut d = Decimal {
+            buf: [0; 20],
+            start: 20,
+        };
+        loop {
+            d.start -= 1;
+            d.buf[d.start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return d;
+            }
+        }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
 /// Appends `name: value\r\n`.
 pub(crate) fn push_line(lines: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     lines.extend_from_slice(name);
@@ -352,6 +385,32 @@ mod tests {
             out,
             b"retry-after: 3\r\ncontent-type: text/html\r\n\
               x-request-id: 0123456789abcdef-000000000001\r\n"
+        );
+    }
+
+    #[test]
+    fn decimal_digits() {
+        for n in [0, 7, 10, 42, 1_682, 1_048_576, usize::MAX as u64, u64::MAX] {
+            assert_eq!(Decimal::new(n).as_bytes(), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_field_added_to_static_lines_costs_one_allocation() {
+        let mut a = Answer::with_static_lines(
+            StatusCode::TOO_MANY_REQUESTS,
+            b"content-type: text/plain\r\n",
+            Bytes::new(),
+        );
+        a.push("retry-after", Decimal::new(12).as_bytes());
+        let Cow::Owned(lines) = &a.lines else {
+            panic!("the lines were not copied")
+        };
+        // Room for the field was made with the copy: it did not grow again.
+        assert!(lines.capacity() >= b"content-type: text/plain\r\n".len() + 128);
+        assert_eq!(
+            a.lines(),
+            b"content-type: text/plain\r\nretry-after: 12\r\n"
         );
     }
 

@@ -4,6 +4,7 @@
 //! 4xx pass through, 5xx → 502). The connection pool that carries the request is
 //! [`crate::upstream`].
 
+use crate::answer::{push_line, Decimal};
 use crate::config::Upstream;
 use crate::fields::Fields;
 use crate::pipeline::Reject;
@@ -60,27 +61,6 @@ pub struct ForwardInfo<'a> {
     /// This hop's trace context, sent in place of the sender's; `None` sends the
     /// fields as they are (a stored delivery's already hold it).
     pub traceparent: Option<&'a str>,
-}
-
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Writes the upstream request head into `out` (cleared first): the request line, the
@@ -144,13 +124,12 @@ pub fn write_upstream_head(
                 kept_host = true;
             }
         }
-        push_field(out, name, value.as_bytes());
+        push_line(out, name, value.as_bytes());
     }
 
-    push_field(out, b"host", info.upstream_host.as_bytes());
-    out.extend_from_slice(b"content-length: ");
-    push_decimal(out, info.body_len);
-    out.extend_from_slice(b"\r\n");
+    push_line(out, b"host", info.upstream_host.as_bytes());
+    let length = Decimal::new(info.body_len as u64);
+    push_line(out, b"content-length", length.as_bytes());
     out.extend_from_slice(b"x-forwarded-for: ");
     if chain_started {
         out.extend_from_slice(&chain);
@@ -159,16 +138,16 @@ pub fn write_upstream_head(
     out.extend_from_slice(info.peer.as_bytes());
     out.extend_from_slice(b"\r\n");
     if !kept_proto {
-        push_field(out, b"x-forwarded-proto", info.proto.as_bytes());
+        push_line(out, b"x-forwarded-proto", info.proto.as_bytes());
     }
     if let (false, Some(host)) = (kept_host, info.original_host) {
-        push_field(out, b"x-forwarded-host", host);
+        push_line(out, b"x-forwarded-host", host);
     }
-    push_field(out, X_REQUEST_ID_NAME.as_bytes(), info.request_id);
-    push_field(out, b"x-hookgate-route", info.route.as_bytes());
-    push_field(out, b"x-hookgate-verified", info.verified.as_bytes());
+    push_line(out, X_REQUEST_ID_NAME.as_bytes(), info.request_id);
+    push_line(out, b"x-hookgate-route", info.route.as_bytes());
+    push_line(out, b"x-hookgate-verified", info.verified.as_bytes());
     if let Some(trace) = info.traceparent {
-        push_field(out, b"traceparent", trace.as_bytes());
+        push_line(out, b"traceparent", trace.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -393,15 +372,6 @@ mod tests {
         assert!(connection_listed(&Fields::default()).is_empty());
         let sample = Fields::from(&sample());
         assert_eq!(connection_listed(&sample), ["keep-alive", "X-Secret-Hop"]);
-    }
-
-    #[test]
-    fn decimals() {
-        for n in [0usize, 7, 42, 1682, 1048576, usize::MAX] {
-            let mut out = Vec::new();
-            push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
-        }
     }
 
     #[test]

@@ -703,7 +703,8 @@ pub fn reject_response(reject: Reject, reject_status: StatusCode) -> Answer {
     let body = Bytes::from_static(reason_body(reject));
     let mut resp = Answer::with_static_lines(reject.status(reject_status), lines, body);
     if let Reject::RateLimited { retry_after_secs } = reject {
-        resp.push("retry-after", retry_after_secs.to_string().as_bytes());
+        let wait = crate::answer::Decimal::new(retry_after_secs);
+        resp.push("retry-after", wait.as_bytes());
     }
     resp
 }

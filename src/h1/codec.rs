@@ -409,41 +409,13 @@ pub fn write_response_head(
         || status == http::StatusCode::NOT_MODIFIED;
     if !bodiless {
         out.extend_from_slice(b"content-length: ");
-        let mut digits = itoa_buf(body_len as u64);
-        out.extend_from_slice(digits.as_slice());
+        out.extend_from_slice(crate::answer::Decimal::new(body_len as u64).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// A number's decimal digits, without allocating.
-struct Digits {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl Digits {
-    fn as_slice(&mut self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
-fn itoa_buf(mut n: u64) -> Digits {
-    let mut d = Digits {
-        buf: [0; 20],
-        start: 20,
-    };
-    loop {
-        d.start -= 1;
-        d.buf[d.start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return d;
-        }
-    }
 }
 
 /// The `Date` field's value (IMF-fixdate, RFC 9110 §5.6.7), formatted once per second
