@@ -542,12 +542,15 @@ async fn talk<H: Fn(&mut Vec<u8>)>(
     Ok((resp, reusable))
 }
 
-/// Writes the head (already in `conn.head`) and the body. On failure, says whether the
-/// head had gone out whole before a separate body write failed: until then the upstream
-/// cannot have a request to act on, so a stale connection may be retried.
+/// Writes the head (already in `conn.head`) and the body. On failure, says whether a
+/// big body's write failed after the head had gone out whole: until then the upstream
+/// cannot have a request to act on, so a stale connection may be retried (a small body
+/// travels in one piece with its head).
 ///
-/// Plain TCP: a small body is copied behind the head for one `write`, a big one follows
-/// in a second. TLS: head and body go to rustls as one vectored write, which packs them
+/// Plain TCP: a small body is copied behind the head for one `write` (cheaper than a
+/// `writev` of two slices at this size); a big one goes out with the head in one
+/// `writev`, without a copy, so the upstream gets no head-only segment to wake up and
+/// ACK for. TLS: head and body go to rustls as one vectored write, which packs them
 /// into as few records as their size allows (a copy is made anyway, into the records),
 /// and the flush pushes out what rustls could not write yet.
 async fn write_request(conn: &mut Conn, body: &Bytes) -> Result<(), bool> {
@@ -558,23 +561,18 @@ async fn write_request(conn: &mut Conn, body: &Bytes) -> Result<(), bool> {
     // wake-up costs both sides a few microseconds of kernel time (bench/README.md).
     tokio::task::yield_now().await;
     let coalesce = body.len() <= COALESCE_BODY;
-    match &mut conn.stream {
-        Stream::Plain(s) if coalesce => {
+    if coalesce {
+        if let Stream::Plain(s) = &mut conn.stream {
             conn.head.extend_from_slice(body);
-            s.write_all(&conn.head).await.map_err(|_| false)
-        }
-        Stream::Plain(s) => {
-            s.write_all(&conn.head).await.map_err(|_| false)?;
-            s.write_all(body).await.map_err(|_| true)
-        }
-        Stream::Tls(s) => {
-            let mut out = Buf::chain(conn.head.as_slice(), &body[..]);
-            let written = s.write_all_buf(&mut out).await;
-            let past_head = !coalesce && out.remaining() <= body.len();
-            written.map_err(|_| past_head)?;
-            s.flush().await.map_err(|_| !coalesce)
+            return s.write_all(&conn.head).await.map_err(|_| false);
         }
     }
+    let mut out = Buf::chain(conn.head.as_slice(), &body[..]);
+    let written = conn.stream.write_all_buf(&mut out).await;
+    // Whether the head had gone out whole: `out` holds what was not written.
+    let past_head = !coalesce && out.remaining() <= body.len();
+    written.map_err(|_| past_head)?;
+    conn.stream.flush().await.map_err(|_| !coalesce)
 }
 
 /// Reads until a final response head is complete; skips informational ones.
@@ -1171,6 +1169,63 @@ mod tests {
             b"2"
         );
         assert_eq!(server.await.unwrap().len(), 3);
+    }
+
+    /// A body too big to copy behind its head goes out with it in vectored writes: the
+    /// upstream reads the head and every byte of the body, in order, on one connection
+    /// that stays pooled. 256 KiB is more than a loopback socket takes in one write, so
+    /// the partial-write loop runs too.
+    #[tokio::test]
+    async fn a_big_body_goes_out_whole_behind_its_head() {
+        let body: Bytes = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let auth: Authority = l.local_addr().unwrap().to_string().parse().unwrap();
+        let want = body.len();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = s.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "upstream closed mid-request");
+                    got.extend_from_slice(&buf[..n]);
+                    let head = got.windows(4).position(|w| w == b"\r\n\r\n");
+                    if head.is_some_and(|h| got.len() >= h + 4 + want) {
+                        break;
+                    }
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                seen.push(got);
+            }
+            seen
+        });
+        let pool = Pool::new(auth.clone(), settings());
+        let host = auth.to_string();
+        let head = move |out: &mut Vec<u8>| {
+            out.clear();
+            out.extend_from_slice(
+                format!("POST /big HTTP/1.1\r\nhost: {host}\r\ncontent-length: {want}\r\n\r\n")
+                    .as_bytes(),
+            );
+        };
+        for _ in 0..2 {
+            let r = pool.send(&head, &body).await.unwrap();
+            assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"ok"[..]));
+        }
+        assert_eq!(pool.idle_count(), 1);
+        let mut expected = Vec::new();
+        head(&mut expected);
+        let head_len = expected.len();
+        expected.extend_from_slice(&body);
+        for got in server.await.unwrap() {
+            assert_eq!(got.len(), expected.len());
+            assert!(got == expected, "the bytes differ from head + body");
+            assert!(got[..head_len].starts_with(b"POST /big HTTP/1.1\r\n"));
+        }
     }
 
     #[tokio::test]
