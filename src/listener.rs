@@ -16,8 +16,9 @@
 //!   started but not complete is cut by the request loop: slowloris), and one with no
 //!   request in progress for
 //!   `idle_timeout`: an idle HTTP/2 connection gets a GOAWAY, which hyper does not send
-//!   by itself. A stalled response write is idle time too. The body deadlines are the
-//!   handler's (`body_timeout`, `body_min_rate`).
+//!   by itself, and is closed if still open and idle one `idle_timeout` after any GOAWAY
+//!   (a peer may ignore it). A stalled response write is idle time too. The body
+//!   deadlines are the handler's (`body_timeout`, `body_min_rate`).
 //! - **Age:** a connection older than `max_connection_age` (less up to 10% jitter) is
 //!   wound down like a drain: HTTP/1.1 closes after its current or next answer, HTTP/2
 //!   sends GOAWAY and finishes its streams. HTTP/2 keep-alive PINGs (hyper's) find dead
@@ -515,13 +516,21 @@ where
         task: Mutex::new(None),
     });
     let side_waker = std::task::Waker::from(side.clone());
-    let mut closing = false;
+    // The shutdown signal fired: it is not polled again.
+    let mut stopping = false;
+    // HTTP/2: a GOAWAY went out. The connection then has `idle_timeout` (from the
+    // GOAWAY, or from its last request if that is later) to finish; past it, it is
+    // closed at once: a peer that ignores the GOAWAY, with keep-alive PINGs off, would
+    // otherwise hold it open for good.
+    let mut goaway_sent = false;
+    // The idle expiry that sent the GOAWAY was counted; the close after it is not.
+    let mut idle_counted = false;
     loop {
         let event = std::future::poll_fn(|cx| {
             if let Poll::Ready(done) = conn.as_mut().poll(cx) {
                 return Poll::Ready(Event::Done(done));
             }
-            if closing || !side.woken.swap(false, Ordering::AcqRel) {
+            if !side.woken.swap(false, Ordering::AcqRel) {
                 return Poll::Pending;
             }
             side.follow(cx.waker());
@@ -529,21 +538,27 @@ where
             if let Poll::Ready(expiry) = deadlines.as_mut().poll(&mut side_cx) {
                 return Poll::Ready(Event::Expired(expiry));
             }
-            if shutdown.as_mut().poll(&mut side_cx).is_ready() {
+            if !stopping && shutdown.as_mut().poll(&mut side_cx).is_ready() {
                 return Poll::Ready(Event::Shutdown);
             }
             Poll::Pending
         })
         .await;
-        if let Event::Expired(expiry) = &event {
-            expiry.count();
+        match &event {
+            Event::Expired(Expiry::Idle) if idle_counted => {}
+            Event::Expired(expiry) => expiry.count(),
+            _ => {}
         }
-        match event {
+        let h2_goaway = match event {
             Event::Done(done) => return done.map_err(IntoIo::into_io),
+            Event::Expired(Expiry::Idle) if goaway_sent => {
+                tracing::debug!(peer = %ctx.peer, "HTTP/2 connection still open idle_timeout after its GOAWAY");
+                return Ok(());
+            }
             // Nothing is in progress: close at once (HTTP/2 says GOAWAY first).
             Event::Expired(Expiry::Idle) if proto == Proto::Http2 => {
-                graceful(conn.as_mut());
-                closing = true;
+                idle_counted = true;
+                true
             }
             Event::Expired(Expiry::Idle) => return Ok(()),
             // Old: HTTP/2 says GOAWAY and lets its streams finish; HTTP/1 says
@@ -551,13 +566,14 @@ where
             // may be on its way) and keeps its other deadlines.
             Event::Expired(Expiry::Age) => {
                 tracing::debug!(peer = %ctx.peer, "connection reached max_connection_age");
-                graceful(conn.as_mut());
                 match proto {
-                    Proto::Http2 => closing = true,
+                    Proto::Http2 => true,
                     Proto::Http1 => {
+                        graceful(conn.as_mut());
                         // Looks at once: the next deadline may be near.
                         deadlines.set(watchdog(&ctx.track, limits, proto, Duration::ZERO));
                         side.woken.store(true, Ordering::Release);
+                        false
                     }
                 }
             }
@@ -566,13 +582,29 @@ where
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "header_timeout"));
             }
             Event::Shutdown => {
-                graceful(conn.as_mut());
-                closing = true;
-                // An HTTP/1 connection waiting for its next request closes at once.
-                if proto == Proto::Http1 && ctx.track.is_waiting() {
-                    return Ok(());
+                stopping = true;
+                match proto {
+                    Proto::Http2 => true,
+                    // An HTTP/1 connection waiting for its next request closes at once;
+                    // one with a request in progress closes after its answer and keeps
+                    // its deadlines meanwhile.
+                    Proto::Http1 if ctx.track.is_waiting() => return Ok(()),
+                    Proto::Http1 => {
+                        graceful(conn.as_mut());
+                        false
+                    }
                 }
             }
+        };
+        if h2_goaway {
+            if !goaway_sent {
+                graceful(conn.as_mut());
+                goaway_sent = true;
+            }
+            // The watchdog looks again `idle_timeout` from now, so the GOAWAY gets at
+            // least that long, however long the connection had been idle before.
+            deadlines.set(watchdog(&ctx.track, limits, proto, limits.idle_timeout));
+            side.woken.store(true, Ordering::Release);
         }
     }
 }

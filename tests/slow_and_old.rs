@@ -250,6 +250,28 @@ async fn an_old_h2_connection_gets_goaway_and_finishes_its_streams() {
     assert_eq!(up.received().len(), 1);
 }
 
+/// An idle HTTP/2 connection gets a GOAWAY; a peer that ignores it (it answers nothing,
+/// and keep-alive PINGs are off, so nothing else would find it) is closed one
+/// `idle_timeout` later instead of holding the connection for good.
+#[tokio::test]
+async fn an_h2_peer_that_ignores_its_goaway_is_closed_an_idle_timeout_later() {
+    let (_up, gw) = gateway("h2_keepalive_interval: 0s, idle_timeout: 1s").await;
+    let mut raw = TcpStream::connect(gw.addr).await.unwrap();
+    raw.write_all(H2_HELLO).await.unwrap();
+    let (got, closed) = frames(&mut raw, Duration::from_secs(6), |_, _| false).await;
+    let goaway = got.iter().find(|f| f.0 == GOAWAY).map(|f| f.2);
+    let goaway = goaway.unwrap_or_else(|| panic!("no GOAWAY: {got:?}"));
+    assert!(
+        goaway >= Duration::from_millis(900) && goaway < Duration::from_millis(2500),
+        "{got:?}"
+    );
+    let closed = closed.unwrap_or_else(|| panic!("the peer kept the connection: {got:?}"));
+    assert!(
+        closed >= goaway + Duration::from_millis(900) && closed < Duration::from_millis(5000),
+        "GOAWAY at {goaway:?}, closed at {closed:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_silent_h2_peer_is_pinged_and_cut_and_keepalive_can_be_off() {
     let (up, gw) =
