@@ -554,12 +554,9 @@ async fn talk<H: Fn(&mut Vec<u8>)>(
 /// into as few records as their size allows (a copy is made anyway, into the records),
 /// and the flush pushes out what rustls could not write yet.
 async fn write_request(conn: &mut Conn, body: &Bytes) -> Result<(), bool> {
-    // Let the other connections this worker has ready run first, so that the writes
-    // to upstreams leave in a burst at the end of the scheduler's round (the task is
-    // polled again after the runtime's next look at its sockets). An upstream that
-    // gets requests in bursts wakes once per burst, not once per request; each
-    // wake-up costs both sides a few microseconds of kernel time (bench/README.md).
-    tokio::task::yield_now().await;
+    // Written at once. Yielding first, so that a round's writes left in a burst and the
+    // upstream woke once per burst, paid off at 128 concurrent senders but cost more
+    // than it saved at 4 to 64 (bench/README.md, eleventh pass).
     let coalesce = body.len() <= COALESCE_BODY;
     if coalesce {
         if let Stream::Plain(s) = &mut conn.stream {
