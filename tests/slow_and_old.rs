@@ -180,6 +180,49 @@ async fn an_old_http1_connection_answers_with_connection_close_and_closes() {
     );
 }
 
+/// `body_min_rate` counts body bytes, not the bytes on the wire: a chunked body that sends
+/// its data one byte a chunk, padded with chunk extensions to 1.5 KB/s of framing, is
+/// as slow as its 10 data bytes a second, and gets 408 `body_too_slow`.
+#[tokio::test]
+async fn chunk_framing_does_not_count_towards_the_body_rate() {
+    let (up, gw) =
+        gateway("body_min_rate: 1KiB, body_min_rate_grace: 500ms, body_timeout: 10s").await;
+    let body = vec![b'x'; 100];
+    let sig = expel_sig(SECRET, &body);
+    let s = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let head = format!(
+        "POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nExpel-Signature-256: {sig}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    w.write_all(head.as_bytes()).await.unwrap();
+    let start = Instant::now();
+    let padding = format!(";pad={}", "p".repeat(140));
+    let wire: Vec<u8> = body
+        .iter()
+        .flat_map(|b| {
+            let mut chunk = format!("1{padding}\r\n").into_bytes();
+            chunk.extend_from_slice(&[*b, b'\r', b'\n']);
+            chunk
+        })
+        .collect();
+    let per_chunk = wire.len() / body.len();
+    assert!(per_chunk >= 150, "{per_chunk} bytes a chunk");
+    // One chunk every 100 ms: 1.5 KB/s on the wire, 10 body bytes a second.
+    let writer = tokio::spawn(trickle(w, wire, per_chunk, Duration::from_millis(100)));
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), r.read_to_end(&mut answer)).await;
+    let took = start.elapsed();
+    writer.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.ends_with("body_too_slow\n"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(up.received().is_empty());
+}
+
 /// The HTTP/2 connection preface and an empty SETTINGS frame.
 const H2_HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 const GOAWAY: u8 = 0x7;
