@@ -523,8 +523,6 @@ where
     // closed at once: a peer that ignores the GOAWAY, with keep-alive PINGs off, would
     // otherwise hold it open for good.
     let mut goaway_sent = false;
-    // The idle expiry that sent the GOAWAY was counted; the close after it is not.
-    let mut idle_counted = false;
     loop {
         let event = std::future::poll_fn(|cx| {
             if let Poll::Ready(done) = conn.as_mut().poll(cx) {
@@ -544,10 +542,9 @@ where
             Poll::Pending
         })
         .await;
-        match &event {
-            Event::Expired(Expiry::Idle) if idle_counted => {}
-            Event::Expired(expiry) => expiry.count(),
-            _ => {}
+        // A deadline is counted once, by what it did; after the GOAWAY it only closes.
+        if let (Event::Expired(expiry), false) = (&event, goaway_sent) {
+            expiry.count();
         }
         let h2_goaway = match event {
             Event::Done(done) => return done.map_err(IntoIo::into_io),
@@ -556,10 +553,7 @@ where
                 return Ok(());
             }
             // Nothing is in progress: close at once (HTTP/2 says GOAWAY first).
-            Event::Expired(Expiry::Idle) if proto == Proto::Http2 => {
-                idle_counted = true;
-                true
-            }
+            Event::Expired(Expiry::Idle) if proto == Proto::Http2 => true,
             Event::Expired(Expiry::Idle) => return Ok(()),
             // Old: HTTP/2 says GOAWAY and lets its streams finish; HTTP/1 says
             // `Connection: close` on its current or next answer (not at once: a request

@@ -16,7 +16,7 @@
 //!   line is a field line (`name: value`), as hyper requires too.
 //! - `Connection: close` ends the connection whatever else any Connection line lists.
 
-use crate::answer::Answer;
+use crate::answer::{push_line, Answer, Decimal};
 use crate::fields::{Fields, Span};
 use crate::pipeline::framing::Malformed;
 use bytes::{Buf, Bytes, BytesMut};
@@ -399,18 +399,18 @@ pub fn write_response_head(
     out.extend_from_slice(b"\r\n");
     answer.write_lines(out);
     if !answer.has_date() {
-        out.extend_from_slice(b"date: ");
-        date::with_secs(unix_secs(), |d| out.extend_from_slice(d));
-        out.extend_from_slice(b"\r\n");
+        date::with_secs(unix_secs(), |d| push_line(out, b"date", d));
     }
     // 1xx, 204 and 304 carry no body and no length (RFC 9110 §8.6).
     let bodiless = status.is_informational()
         || status == http::StatusCode::NO_CONTENT
         || status == http::StatusCode::NOT_MODIFIED;
     if !bodiless {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(crate::answer::Decimal::new(body_len as u64).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_line(
+            out,
+            b"content-length",
+            Decimal::new(body_len as u64).as_bytes(),
+        );
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
