@@ -463,7 +463,7 @@ impl ConnCtx {
 
 async fn serve_h1<S>(generation: &Generation, ctx: ConnCtx, stream: S) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: crate::h1::FirstRead + AsyncWrite + Send + 'static,
 {
     let limits = &generation.limits;
     let conn = std::pin::pin!(crate::h1::serve(stream, &ctx, limits));

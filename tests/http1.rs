@@ -253,3 +253,38 @@ async fn head_requests_get_a_head_and_no_body() {
     let (head, _) = read_response(&mut s, &mut pending).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
+
+/// A plain connection's first read gets room sized by its last request: a request that
+/// outgrows it (the head, or the body that came with it) is read on, byte for byte.
+#[tokio::test]
+async fn requests_of_changing_sizes_on_one_connection_arrive_whole() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml(&up), None).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let sizes = [100, 2000, 12_000, 300, 17_000, 1500, 40_000, 20, 3000];
+    let mut sent = Vec::new();
+    let mut pending = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let body: Vec<u8> = (0..size).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+        // A long header as well for one of them, so that the head itself outgrows a
+        // small room.
+        let extra = if i == 4 {
+            format!("X-Pad: {}\r\n", "p".repeat(6000))
+        } else {
+            String::new()
+        };
+        s.write_all(&signed_request(&body, &extra)).await.unwrap();
+        let (head, _) = read_response(&mut s, &mut pending).await;
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "request {i} ({size} B): {head}"
+        );
+        assert!(!head.contains("connection: close"), "{head}");
+        sent.push(body);
+    }
+    let got: Vec<Vec<u8>> = up.received().into_iter().map(|r| r.body.to_vec()).collect();
+    assert_eq!(got.len(), sent.len());
+    for (i, (g, w)) in got.iter().zip(&sent).enumerate() {
+        assert!(g == w, "request {i}: the body changed on the way");
+    }
+}

@@ -9,11 +9,13 @@
 //! connection's lifetime) was most of the gateway's own per-request cost and most of an
 //! idle connection's memory. Here:
 //!
-//! - **One task, one buffer per request.** The first bytes of a request are read into a
-//!   stack buffer and copied into an allocation sized to them; the head is parsed with
-//!   httparse ([`codec`]) and every header value, the target and a body that arrived
-//!   with the head are slices of that allocation (no copy). An idle keep-alive
-//!   connection holds no buffer at all.
+//! - **One task, one buffer per request.** A connection waits for its next request
+//!   holding no buffer: over plain TCP it waits for the socket to be readable, then
+//!   reads into an allocation sized by the connection's last request (16 KiB for its
+//!   first); over TLS, whose decrypted bytes may already be in rustls' buffer, the read
+//!   lands on the stack and is copied into an allocation of its size ([`FirstRead`]).
+//!   The head is parsed with httparse ([`codec`]) and every header value, the target
+//!   and a body that arrived with the head are slices of that allocation (no copy).
 //! - **Body:** the handler pulls it ([`H1Body`]); a Content-Length body is read straight
 //!   into one allocation of its declared size (never past it), a chunked one through
 //!   the strict decoder. `100 Continue` is sent only when the handler asks for the body,
@@ -46,8 +48,11 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-/// The most bytes one read takes while a connection waits for its next request.
+/// The most bytes one read takes while a connection waits for its next request, and what
+/// a plain connection's first request is read into.
 const FIRST_READ: usize = 16 * 1024;
+/// The least a plain connection's later requests are read into.
+const MIN_FIRST_READ: usize = 1024;
 /// Response bodies up to this size go out in the same write as the head.
 const INLINE_BODY: usize = 16 * 1024;
 /// After the answer that closes a connection: how long, and how much, of what the client
@@ -86,8 +91,10 @@ enum BodyState {
 /// connection, or the watchdog or a drain drops this future.
 pub(crate) async fn serve<S>(io: S, ctx: &ConnCtx, limits: &Limits) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: FirstRead + AsyncWrite + Send,
 {
+    // What the next first read is given room for (plain TCP; see `next_room`).
+    let mut room = FIRST_READ;
     let mut input = Input {
         io,
         buf: BytesMut::new(),
@@ -103,11 +110,14 @@ where
                 return Ok(());
             }
             ctx.track.set_waiting(true);
-            let n = read_first(&mut input.io, &mut input.buf).await;
+            let first = poll_fn(|cx| input.io.poll_first(cx, room)).await;
             ctx.track.set_waiting(false);
-            if n? == 0 {
+            input.buf = first?;
+            let n = input.buf.len();
+            if n == 0 {
                 return Ok(()); // closed between requests
             }
+            room = next_room(n, room);
         }
         let busy = ctx.track.begin();
         let head = match read_head(&mut input, limits).await {
@@ -175,20 +185,59 @@ where
     }
 }
 
-/// Waits for the first bytes of a request: read into the stack, then copied into an
-/// allocation of their size, so that a waiting connection holds no buffer.
-async fn read_first<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
-    poll_fn(|cx| {
+/// The room for a plain connection's next first read, after one of `n` bytes in `room`:
+/// twice `n` rounded up to a power of two (a connection's deliveries of one kind rarely
+/// outgrow it), or all of FIRST_READ again after a read that filled its room.
+fn next_room(n: usize, room: usize) -> usize {
+    if n >= room {
+        FIRST_READ
+    } else {
+        (2 * n)
+            .next_power_of_two()
+            .clamp(MIN_FIRST_READ, FIRST_READ)
+    }
+}
+
+/// How a connection's stream takes the first bytes of a request, after a wait in which
+/// the connection holds no buffer.
+pub(crate) trait FirstRead: AsyncRead + Unpin {
+    /// Waits until bytes (or the end of the stream) can be read, then reads up to `room`
+    /// of them into a new allocation; empty at the end of the stream.
+    fn poll_first(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<BytesMut>>;
+}
+
+/// Plain TCP: readiness first, then one read straight into the request's allocation.
+impl FirstRead for tokio::net::TcpStream {
+    fn poll_first(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<BytesMut>> {
+        ready!(self.poll_read_ready(cx))?;
+        let mut buf = BytesMut::with_capacity(room);
+        let mut rb = ReadBuf::uninit(&mut buf.spare_capacity_mut()[..room]);
+        // Pending only if the readiness was stale; this read then registered the waker,
+        // and the allocation is let go until the next wake.
+        ready!(Pin::new(&mut *self).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        // SAFETY: the read initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(n) };
+        if n < room / 4 {
+            // Far less than the room (a connection's first request, or a smaller one
+            // than the last): copied into an allocation of its size, so that a request
+            // in flight holds at most about four times its bytes.
+            buf = BytesMut::from(&buf[..]);
+        }
+        Poll::Ready(Ok(buf))
+    }
+}
+
+/// TLS: rustls may hold decrypted bytes while the socket is not readable, so readiness
+/// says nothing; the read lands on the stack and is copied into an allocation of its
+/// size, so that a waiting connection holds no buffer.
+impl<IO: AsyncRead + AsyncWrite + Unpin> FirstRead for tokio_rustls::server::TlsStream<IO> {
+    fn poll_first(&mut self, cx: &mut Context<'_>, _room: usize) -> Poll<io::Result<BytesMut>> {
         let mut stack = [MaybeUninit::<u8>::uninit(); FIRST_READ];
         let mut rb = ReadBuf::uninit(&mut stack);
-        ready!(Pin::new(&mut *io).poll_read(cx, &mut rb))?;
-        let n = rb.filled().len();
-        if n > 0 {
-            *buf = BytesMut::from(rb.filled());
-        }
-        Poll::Ready(Ok(n))
-    })
-    .await
+        ready!(Pin::new(&mut *self).poll_read(cx, &mut rb))?;
+        Poll::Ready(Ok(BytesMut::from(rb.filled())))
+    }
 }
 
 enum HeadFail {
@@ -435,4 +484,22 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, discard).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_room_follows_the_last_request_and_resets_when_filled() {
+        // The bench's request (1,883 bytes) gets 4 KiB next time, kept while it repeats.
+        assert_eq!(next_room(1883, FIRST_READ), 4096);
+        assert_eq!(next_room(1883, 4096), 4096);
+        // Small requests get the least room; a read that filled its room gets all of it.
+        assert_eq!(next_room(10, 4096), MIN_FIRST_READ);
+        assert_eq!(next_room(4096, 4096), FIRST_READ);
+        assert_eq!(next_room(FIRST_READ, FIRST_READ), FIRST_READ);
+        // Never past FIRST_READ.
+        assert_eq!(next_room(9000, FIRST_READ), FIRST_READ);
+    }
 }
