@@ -211,13 +211,13 @@ impl FirstRead for tokio::net::TcpStream {
     fn poll_first(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<BytesMut>> {
         ready!(self.poll_read_ready(cx))?;
         let mut buf = BytesMut::with_capacity(room);
-        let mut rb = ReadBuf::uninit(&mut buf.spare_capacity_mut()[..room]);
         // Pending only if the readiness was stale; this read then registered the waker,
         // and the allocation is let go until the next wake.
-        ready!(Pin::new(&mut *self).poll_read(cx, &mut rb))?;
-        let n = rb.filled().len();
-        // SAFETY: the read initialised the first `n` bytes of the spare capacity.
-        unsafe { buf.set_len(n) };
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut *self),
+            cx,
+            &mut (&mut buf).limit(room)
+        ))?;
         if n < room / 4 {
             // Far less than the room (a connection's first request, or a smaller one
             // than the last): copied into an allocation of its size, so that a request
