@@ -16,6 +16,9 @@
 //!   lands on the stack and is copied into an allocation of its size ([`FirstRead`]).
 //!   The head is parsed with httparse ([`codec`]) and every header value, the target
 //!   and a body that arrived with the head are slices of that allocation (no copy).
+//!   The request's own state (reading the head, the handler's, the answer) is one box
+//!   for as long as the request runs: between requests the connection's loop is a few
+//!   hundred bytes.
 //! - **Body:** the handler pulls it ([`H1Body`]); a Content-Length body is read straight
 //!   into one allocation of its declared size (never past it), a chunked one through
 //!   the strict decoder. `100 Continue` is sent only when the handler asks for the body,
@@ -119,70 +122,83 @@ where
             }
             room = next_room(n, room);
         }
-        let busy = ctx.track.begin();
-        let head = match read_head(&mut input, limits).await {
-            Ok(Some(parsed)) => parsed,
-            Ok(None) => return Ok(()), // closed in the middle of a head
-            Err(HeadFail::Io(e)) => return Err(e),
-            Err(HeadFail::Timeout) => {
-                crate::metrics::connection_closed("header_timeout");
-                tracing::debug!(peer = %ctx.peer, "request head not complete within header_timeout");
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "header_timeout"));
-            }
-            Err(HeadFail::Refused(e)) => {
-                tracing::debug!(peer = %ctx.peer, error = ?e, "request head refused");
-                let resp = ctx.gateway().refuse_head(ctx.peer, e.malformed());
-                drop(busy);
-                write_response(&mut input.io, resp, false, true, Instant::now()).await?;
-                linger(&mut input.io).await;
-                return Ok(());
-            }
-        };
-        // The body: split off without a copy when it came with the head (what follows
-        // it, a pipelined request, stays in the buffer), else pulled by the handler from
-        // the buffer and then the connection.
-        input.body = match head.framing {
-            Framing::Empty => BodyState::Done,
-            Framing::Length(n) if head.framing.in_hand(input.buf.len()) => {
-                BodyState::Ready(input.buf.split_to(n as usize).freeze())
-            }
-            Framing::Length(n) => BodyState::Length {
-                // Over `usize` only on 32-bit targets, and then far over any max_body:
-                // the handler refuses it by its declared size before polling.
-                total: usize::try_from(n).unwrap_or(usize::MAX),
-                acc: None,
-            },
-            Framing::Chunked => BodyState::Chunked(Chunked::default()),
-        };
-        input.continue_left = match (&input.body, head.expect_continue) {
-            (BodyState::Length { .. } | BodyState::Chunked(_), true) => Some(0),
-            _ => None,
-        };
-        let head_only = head.method == http::Method::HEAD;
-        let req = RequestHead {
-            method: head.method,
-            uri: head.uri,
-            version: head.version,
-            fields: head.fields,
-        };
-        let body = H1Body { input: &mut input };
-        let gateway = ctx.gateway();
-        let conn = ConnInfo { tls: ctx.tls };
-        // Boxed: the handler's state (several KiB) exists while a request runs, not for
-        // as long as the connection is open.
-        let (resp, at) = Box::pin(gateway.handle(req, body, ctx.peer, &ctx.peer_text, conn)).await;
-        // The next request starts after this one's body: read to its end, or in hand.
-        let body_done = matches!(input.body, BodyState::Done | BodyState::Ready(_));
-        input.body = BodyState::Done;
-        let close = !head.keep_alive || !body_done || ctx.track.is_closing() || resp.closes();
-        // A client that stops reading its answer is idle time for the watchdog.
-        busy.end_at(at);
-        write_response(&mut input.io, resp, head_only, close, at).await?;
-        if close {
-            linger(&mut input.io).await;
+        // One request, boxed: its state (the handler's, several KiB) exists while it
+        // runs, not for as long as the connection is open.
+        if !Box::pin(exchange(&mut input, ctx, limits)).await? {
             return Ok(());
         }
     }
+}
+
+/// Reads one request's head, has the gateway handle it and writes the answer. Returns
+/// whether the connection goes on to the next request.
+async fn exchange<S>(input: &mut Input<S>, ctx: &ConnCtx, limits: &Limits) -> io::Result<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let busy = ctx.track.begin();
+    let head = match read_head(input, limits).await {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return Ok(false), // closed in the middle of a head
+        Err(HeadFail::Io(e)) => return Err(e),
+        Err(HeadFail::Timeout) => {
+            crate::metrics::connection_closed("header_timeout");
+            tracing::debug!(peer = %ctx.peer, "request head not complete within header_timeout");
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "header_timeout"));
+        }
+        Err(HeadFail::Refused(e)) => {
+            tracing::debug!(peer = %ctx.peer, error = ?e, "request head refused");
+            let resp = ctx.gateway().refuse_head(ctx.peer, e.malformed());
+            drop(busy);
+            write_response(&mut input.io, resp, false, true, Instant::now()).await?;
+            linger(&mut input.io).await;
+            return Ok(false);
+        }
+    };
+    // The body: split off without a copy when it came with the head (what follows
+    // it, a pipelined request, stays in the buffer), else pulled by the handler from
+    // the buffer and then the connection.
+    input.body = match head.framing {
+        Framing::Empty => BodyState::Done,
+        Framing::Length(n) if head.framing.in_hand(input.buf.len()) => {
+            BodyState::Ready(input.buf.split_to(n as usize).freeze())
+        }
+        Framing::Length(n) => BodyState::Length {
+            // Over `usize` only on 32-bit targets, and then far over any max_body:
+            // the handler refuses it by its declared size before polling.
+            total: usize::try_from(n).unwrap_or(usize::MAX),
+            acc: None,
+        },
+        Framing::Chunked => BodyState::Chunked(Chunked::default()),
+    };
+    input.continue_left = match (&input.body, head.expect_continue) {
+        (BodyState::Length { .. } | BodyState::Chunked(_), true) => Some(0),
+        _ => None,
+    };
+    let head_only = head.method == http::Method::HEAD;
+    let req = RequestHead {
+        method: head.method,
+        uri: head.uri,
+        version: head.version,
+        fields: head.fields,
+    };
+    let body = H1Body { input: &mut *input };
+    let gateway = ctx.gateway();
+    let conn = ConnInfo { tls: ctx.tls };
+    let (resp, at) = gateway
+        .handle(req, body, ctx.peer, &ctx.peer_text, conn)
+        .await;
+    // The next request starts after this one's body: read to its end, or in hand.
+    let body_done = matches!(input.body, BodyState::Done | BodyState::Ready(_));
+    input.body = BodyState::Done;
+    let close = !head.keep_alive || !body_done || ctx.track.is_closing() || resp.closes();
+    // A client that stops reading its answer is idle time for the watchdog.
+    busy.end_at(at);
+    write_response(&mut input.io, resp, head_only, close, at).await?;
+    if close {
+        linger(&mut input.io).await;
+    }
+    Ok(!close)
 }
 
 /// The room for a plain connection's next first read, after one of `n` bytes in `room`:
