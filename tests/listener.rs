@@ -776,7 +776,8 @@ async fn sigterm_drain_turns_unready_closes_idle_connections_and_finishes_reques
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The idle connection's request and the one in flight.
+    up.until_received(2).await;
     let stopping = tokio::spawn(gw.stop());
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(send(admin, "GET", "/readyz", &[], "").await.status, 503);
@@ -802,7 +803,7 @@ async fn sigterm_drain_turns_unready_closes_idle_connections_and_finishes_reques
         s.write_all(request.as_bytes()).await.unwrap();
         until_closed(&mut s, Duration::from_secs(5)).await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    up.until_received(1).await;
     let start = Instant::now();
     assert_eq!(gw.stop().await.cut, 1);
     assert!(

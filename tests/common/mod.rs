@@ -120,6 +120,20 @@ impl Upstream {
         self.received.lock().unwrap().clone()
     }
 
+    /// Waits (up to 10 s) until the upstream has received `n` requests: a request is then
+    /// surely in flight, however slowly a loaded machine got it there.
+    pub async fn until_received(&self, n: usize) {
+        let start = Instant::now();
+        while self.received().len() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the upstream got {} of {n} requests",
+                self.received().len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
