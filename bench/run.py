@@ -115,7 +115,7 @@ QUEUED_DRAIN_LIMIT = 15.0
 
 # The per-run figures of usage_figures (CPU, busy shares, TCP segments), kept as
 # medians over the rounds.
-USAGE_KEYS = ("cpu_us", "busy", "gen", "sink_busy", "segs", "pure_acks")
+USAGE_KEYS = ("cpu_us", "busy", "gen", "sink_busy", "segs", "pure_acks", "preempt_s")
 # The side-by-side scenarios the summary table gathers.
 SUMMARY_SCENARIOS = ["keepalive", "body64k", "body1m", "allcores", "tls", "h2c"]
 
@@ -775,6 +775,26 @@ def group_cpu_ticks(pgid):
     return user, system
 
 
+def group_preemptions(pgid):
+    """Involuntary context switches so far (the scheduler took the core from a runnable
+    thread), summed over every thread of a process group's processes."""
+    total = 0
+    for pid, _ in group_members(pgid):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("nonvoluntary_ctxt_switches:"):
+                            total += int(line.split()[1])
+            except (OSError, ValueError):
+                continue
+    return total
+
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -794,9 +814,12 @@ def usage_figures(usage, requests):
     """From a run's usage ({"wall", "proxy", "load", "sink"}: seconds, proxy and sink
     None when not running; "tcp": the machine's TCP segments sent and pure ACKs received
     over the run, or None) and its request count: the proxy's CPU µs per request, each
-    process's busy share of one core, and TCP segments and pure ACKs per request."""
+    process's busy share of one core, TCP segments and pure ACKs per request, and how
+    often a second the scheduler took the core from the proxy ("preempted": its
+    involuntary context switches over the run, or None)."""
     wall = usage["wall"]
     proxy, sink, tcp = usage["proxy"], usage["sink"], usage.get("tcp")
+    preempted = usage.get("preempted")
     per_request = tcp is not None and bool(requests)
     return {
         "cpu_us": proxy / requests * 1e6 if proxy is not None and requests else None,
@@ -805,6 +828,7 @@ def usage_figures(usage, requests):
         "sink_busy": sink / wall if sink is not None else None,
         "segs": tcp["segs"] / requests if per_request else None,
         "pure_acks": tcp["pure_acks"] / requests if per_request else None,
+        "preempt_s": preempted / wall if preempted is not None else None,
     }
 
 
@@ -837,6 +861,15 @@ def median_of(rs, key):
     """The median of `key` over the runs that have it, None if none has."""
     values = [r[key] for r in rs if r.get(key) is not None]
     return statistics.median(values) if values else None
+
+
+def preemptions(hg, hap):
+    """ "; preempted 12/s vs 30/s": how often the scheduler took the core from each
+    (medians over the rounds), beside the p99 verdict it moves; "" if not measured."""
+    a, b = hg.get("preempt_s"), hap.get("preempt_s")
+    if a is None or b is None:
+        return ""
+    return f"; preempted {a:,.0f}/s vs {b:,.0f}/s"
 
 
 def fmt_share(x):
@@ -878,7 +911,11 @@ CPU_NOTE = (
     "depend on which side of the machine ran out of CPU first, though a noisy neighbour "
     "still moves it; below 1.0× is better. busy: share of one core used during the run by "
     "the target, wrk and the sink (core 0 holds wrk and the sink in pinned modes: "
-    "near 100% there, the figures are also bounded by the load side). TCP segments/req: "
+    "near 100% there, the figures are also bounded by the load side). preempted/s: how "
+    "often a second the scheduler took the core from the target while it could run "
+    "(its threads' involuntary context switches, /proc/PID/task/*/status): on a quiet "
+    "core near 0; each one stalls every connection the target serves, and p99 grows "
+    "with them (bench/README.md, eleventh pass). TCP segments/req: "
     "the machine's TCP segments sent over the run (/proc/net/snmp OutSegs) per request, "
     "and in brackets the pure ACKs among them (TcpExt TCPPureAcks): a keep-alive request "
     "through a proxy is 4 segments at the least, each ACK riding on data. (Said once, "
@@ -1296,6 +1333,8 @@ routes:
         for key, name in (("proxy", proxy), ("sink", "sink")):
             entry = self.procs.procs.get(name) if name else None
             out[key] = group_cpu_seconds(entry[0].pid) if entry else None
+            if key == "proxy":
+                out["preempted"] = group_preemptions(entry[0].pid) if entry else None
         return out
 
     def run_tool(self, tool, name, cmd, during=None, proxy=None):
@@ -1333,7 +1372,7 @@ routes:
                 else None
             ),
         }
-        for key in ("proxy", "sink"):
+        for key in ("proxy", "sink", "preempted"):
             both = start[key] is not None and end[key] is not None
             usage[key] = end[key] - start[key] if both else None
         with open(log) as f:
@@ -1441,13 +1480,14 @@ routes:
                     fmt(r["cpu_us"], 2),
                     *(paired_ratio(r, peer, "cpu_us") if peer else "-" for peer in (hap, ngx)),
                     busy_shares(r),
+                    fmt(r.get("preempt_s")),
                     segments(r),
                 ]
             )
         self.out.table(
             ["target", "req/s", "p50 ms", "p99 ms", "errors", "×haproxy", "×nginx",
              "CPU µs/req", "CPU ×haproxy", "CPU ×nginx", "busy: target / wrk / sink",
-             "TCP segments/req (pure ACKs)"],
+             "preempted/s", "TCP segments/req (pure ACKs)"],
             rows,
         )
 
@@ -2355,7 +2395,7 @@ routes:
                 f"{s}: p99 ≤ haproxy's p99",
                 None if x is None else x <= 1.0,
                 f"{hg['p99']:.3f} ms vs {hap['p99']:.3f} ms, {paired_ratio(hg, hap, 'p99')}"
-                f"{at_the_bound(x, 1.0)}",
+                f"{at_the_bound(x, 1.0)}{preemptions(hg, hap)}",
             )
         t = self.results.get("tls")
         if t:

@@ -9,7 +9,10 @@ Run: python3 -m unittest discover -s bench -p 'test_*.py'   (also in .ci/run)
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -271,6 +274,31 @@ class Cpu(unittest.TestCase):
         self.assertAlmostEqual(f["gen"], 0.5)
         self.assertAlmostEqual(f["sink_busy"], 0.4)
         self.assertEqual(run.busy_shares(f), "98% / 50% / 40%")
+
+    def test_preemptions_per_second(self):
+        usage = {"wall": 5.0, "proxy": 4.9, "load": 2.5, "sink": 2.0, "preempted": 150}
+        f = run.usage_figures(usage, 245_000)
+        self.assertAlmostEqual(f["preempt_s"], 30.0)
+        self.assertIsNone(run.usage_figures(dict(usage, preempted=None), 1)["preempt_s"])
+        self.assertEqual(
+            run.preemptions({"preempt_s": 12.4}, {"preempt_s": 1030.0}),
+            "; preempted 12/s vs 1,030/s",
+        )
+        self.assertEqual(run.preemptions({"preempt_s": None}, {"preempt_s": 3.0}), "")
+
+    def test_two_busy_loops_on_one_core_preempt_each_other(self):
+        # A process group of two busy loops pinned to one core: the scheduler must
+        # take the core from one to run the other, every few milliseconds.
+        loops = subprocess.Popen(
+            ["taskset", "-c", "0", "sh", "-c", "f() { while :; do :; done; }; f & f & wait"],
+            start_new_session=True,
+        )
+        try:
+            time.sleep(0.5)
+            self.assertGreater(run.group_preemptions(loops.pid), 0)
+        finally:
+            os.killpg(loops.pid, signal.SIGKILL)
+            loops.wait()
 
     def test_usage_figures_without_a_proxy_sink_or_count(self):
         usage = {"wall": 5.0, "proxy": None, "load": 5.0, "sink": None}
