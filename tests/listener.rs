@@ -776,8 +776,12 @@ async fn sigterm_drain_turns_unready_closes_idle_connections_and_finishes_reques
         )
         .await
     });
-    // The idle connection's request and the one in flight.
-    up.until_received(2).await;
+    // The idle connection's request and the one in flight, however slowly a loaded
+    // machine got them there.
+    wait_until("both requests upstream", Duration::from_secs(10), || {
+        up.received().len() == 2
+    })
+    .await;
     let stopping = tokio::spawn(gw.stop());
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(send(admin, "GET", "/readyz", &[], "").await.status, 503);
@@ -803,7 +807,10 @@ async fn sigterm_drain_turns_unready_closes_idle_connections_and_finishes_reques
         s.write_all(request.as_bytes()).await.unwrap();
         until_closed(&mut s, Duration::from_secs(5)).await
     });
-    up.until_received(1).await;
+    wait_until("the request upstream", Duration::from_secs(10), || {
+        up.received().len() == 1
+    })
+    .await;
     let start = Instant::now();
     assert_eq!(gw.stop().await.cut, 1);
     assert!(

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use hookgate::store::{Select, State, Store};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn config(dir: &TempDir, upstream: std::net::SocketAddr, extra: &str) -> String {
     format!(
@@ -34,14 +34,6 @@ async fn deliver(addr: std::net::SocketAddr, n: usize) {
         "delivery {n}"
     );
     assert!(r.headers.contains_key("x-hookgate-delivery-id"));
-}
-
-async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -120,20 +120,6 @@ impl Upstream {
         self.received.lock().unwrap().clone()
     }
 
-    /// Waits (up to 10 s) until the upstream has received `n` requests: a request is then
-    /// surely in flight, however slowly a loaded machine got it there.
-    pub async fn until_received(&self, n: usize) {
-        let start = Instant::now();
-        while self.received().len() < n {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "the upstream got {} of {n} requests",
-                self.received().len()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -294,6 +280,15 @@ pub fn expel_request(secret: &str, body: &[u8], extra: &str) -> Vec<u8> {
     .into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// Polls `done` until it holds; fails the test, naming `what`, after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Reads until the server closes the connection; returns what arrived and when it closed.
