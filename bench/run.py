@@ -752,18 +752,22 @@ def group_members(pgid):
             continue
 
 
+def status_number(path, key):
+    """The number on the `key:` line of a /proc status file; 0 if the process is gone
+    or the line is missing."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def group_rss_kb(pgid):
     """Sum of VmRSS over the processes of a process group (master and workers)."""
-    total = 0
-    for pid, _ in group_members(pgid):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except (OSError, ValueError):
-            continue
-    return total
+    return sum(status_number(f"/proc/{pid}/status", "VmRSS") for pid, _ in group_members(pgid))
 
 
 def group_cpu_ticks(pgid):
@@ -784,14 +788,10 @@ def group_preemptions(pgid):
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/status") as f:
-                    for line in f:
-                        if line.startswith("nonvoluntary_ctxt_switches:"):
-                            total += int(line.split()[1])
-            except (OSError, ValueError):
-                continue
+        total += sum(
+            status_number(f"/proc/{pid}/task/{tid}/status", "nonvoluntary_ctxt_switches")
+            for tid in tids
+        )
     return total
 
 
@@ -1328,13 +1328,14 @@ routes:
 
     def cpu_now(self, proxy):
         """CPU seconds so far of the `proxy` process (a name in self.procs; None if it
-        is not running) and of the sink, each with its workers."""
+        is not running) and of the sink, each with its workers, and the proxy's
+        involuntary context switches ("preempted")."""
         out = {}
         for key, name in (("proxy", proxy), ("sink", "sink")):
             entry = self.procs.procs.get(name) if name else None
             out[key] = group_cpu_seconds(entry[0].pid) if entry else None
-            if key == "proxy":
-                out["preempted"] = group_preemptions(entry[0].pid) if entry else None
+        entry = self.procs.procs.get(proxy) if proxy else None
+        out["preempted"] = group_preemptions(entry[0].pid) if entry else None
         return out
 
     def run_tool(self, tool, name, cmd, during=None, proxy=None):
