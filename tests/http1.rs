@@ -282,9 +282,5 @@ async fn requests_of_changing_sizes_on_one_connection_arrive_whole() {
         assert!(!head.contains("connection: close"), "{head}");
         sent.push(body);
     }
-    let got: Vec<Vec<u8>> = up.received().into_iter().map(|r| r.body.to_vec()).collect();
-    assert_eq!(got.len(), sent.len());
-    for (i, (g, w)) in got.iter().zip(&sent).enumerate() {
-        assert!(g == w, "request {i}: the body changed on the way");
-    }
+    up.assert_bodies(&sent);
 }

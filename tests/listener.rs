@@ -42,6 +42,68 @@ async fn tls_setup(tag: &str) -> (Upstream, TempDir, Ca) {
     )
 }
 
+#[tokio::test]
+async fn tls_requests_of_changing_sizes_and_pipelined_ones_arrive_whole() {
+    let (up, _dir, ca, g) = tls_gateway("tls-sizes", &["localhost"]).await;
+    let mut tls = pki::connect(
+        g.gw.addr,
+        ca.client_config(&[b"http/1.1"], None),
+        "localhost",
+    )
+    .await
+    .unwrap();
+    let body = |i: usize, size: usize| -> Vec<u8> {
+        (0..size).map(|j| b'a' + ((i + j) % 26) as u8).collect()
+    };
+    // A connection's first read takes up to 16 KiB. The first request is exactly that
+    // long and the next one follows in the same write: rustls then holds the second,
+    // decrypted, while the socket has nothing left to read, and the gateway must read
+    // it without waiting for the socket.
+    let head_len = expel_request(SECRET, &body(0, 16_000), "").len() - 16_000;
+    let exact = body(0, 16 * 1024 - head_len);
+    let mut pair = expel_request(SECRET, &exact, "");
+    assert_eq!(pair.len(), 16 * 1024);
+    let mut sent = vec![exact, body(1, 700)];
+    pair.extend_from_slice(&expel_request(SECRET, &sent[1], ""));
+    tls.write_all(&pair).await.unwrap();
+    let mut pending = Vec::new();
+    for i in 0..2 {
+        let (head, _) = read_response(&mut tls, &mut pending).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "pipelined {i}: {head}");
+    }
+    // Then one at a time, growing and shrinking, so that each read's room changes.
+    for (i, size) in [100, 2000, 12_000, 300, 17_000, 1500, 40_000, 20]
+        .into_iter()
+        .enumerate()
+    {
+        let b = body(i + 2, size);
+        tls.write_all(&expel_request(SECRET, &b, "")).await.unwrap();
+        let (head, _) = read_response(&mut tls, &mut pending).await;
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "request of {size} B: {head}"
+        );
+        assert!(!head.contains("connection: close"), "{head}");
+        sent.push(b);
+    }
+    up.assert_bodies(&sent);
+}
+
+/// A gateway terminating TLS with a certificate for `names` issued by its own test CA, in
+/// front of the test route; the directory holds its files.
+async fn tls_gateway(tag: &str, names: &[&str]) -> (Upstream, TempDir, Ca, FileGateway) {
+    let (up, dir, ca) = tls_setup(tag).await;
+    write_server_pki(&dir, &ca, names, "server");
+    let yaml = format!(
+        "tls: {{ cert: {}, key: {} }}\n{}",
+        dir.path("server.crt"),
+        dir.path("server.key"),
+        route_yaml(&up)
+    );
+    let g = Gateway::start_file(&dir.write("hookgate.yaml", &yaml)).await;
+    (up, dir, ca, g)
+}
+
 /// The first certificate in `dir`/`file`.
 fn cert_der(dir: &TempDir, file: &str) -> rustls::pki_types::CertificateDer<'static> {
     use rustls::pki_types::pem::PemObject;
@@ -69,15 +131,7 @@ async fn h2_over(stream: pki::Tls) -> hyper::client::conn::http2::SendRequest<Fu
 
 #[tokio::test]
 async fn tls_serves_http11_and_h2_chosen_by_alpn() {
-    let (up, dir, ca) = tls_setup("tls-alpn").await;
-    write_server_pki(&dir, &ca, &["localhost", "127.0.0.1"], "server");
-    let yaml = format!(
-        "tls: {{ cert: {}, key: {} }}\n{}",
-        dir.path("server.crt"),
-        dir.path("server.key"),
-        route_yaml(&up)
-    );
-    let g = Gateway::start_file(&dir.write("hookgate.yaml", &yaml)).await;
+    let (up, _dir, ca, g) = tls_gateway("tls-alpn", &["localhost", "127.0.0.1"]).await;
     let addr = g.gw.addr;
 
     let tls = pki::connect(

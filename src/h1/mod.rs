@@ -12,8 +12,8 @@
 //! - **One task, one buffer per request.** A connection waits for its next request
 //!   holding no buffer: over plain TCP it waits for the socket to be readable, then
 //!   reads into an allocation sized by the connection's last request (16 KiB for its
-//!   first); over TLS, whose decrypted bytes may already be in rustls' buffer, the read
-//!   lands on the stack and is copied into an allocation of its size ([`FirstRead`]).
+//!   first); over TLS the same, unless rustls already holds decrypted bytes, which are
+//!   read at once ([`FirstRead`]).
 //!   The head is parsed with httparse ([`codec`]) and every header value, the target
 //!   and a body that arrived with the head are slices of that allocation (no copy).
 //!   The request's own state (reading the head, the handler's, the answer) is one box
@@ -45,16 +45,15 @@ use hyper::body::{Body, Frame, SizeHint};
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The most bytes one read takes while a connection waits for its next request, and what
-/// a plain connection's first request is read into.
+/// a connection's first request is read into.
 const FIRST_READ: usize = 16 * 1024;
-/// The least a plain connection's later requests are read into.
+/// The least a connection's later requests are read into.
 const MIN_FIRST_READ: usize = 1024;
 /// Response bodies up to this size go out in the same write as the head.
 const INLINE_BODY: usize = 16 * 1024;
@@ -96,7 +95,7 @@ pub(crate) async fn serve<S>(io: S, ctx: &ConnCtx, limits: &Limits) -> io::Resul
 where
     S: FirstRead + AsyncWrite + Send,
 {
-    // What the next first read is given room for (plain TCP; see `next_room`).
+    // What the next first read is given room for (see `next_room`).
     let mut room = FIRST_READ;
     let mut input = Input {
         io,
@@ -201,7 +200,7 @@ where
     Ok(!close)
 }
 
-/// The room for a plain connection's next first read, after one of `n` bytes in `room`:
+/// The room for a connection's next first read, after one of `n` bytes in `room`:
 /// twice `n` rounded up to a power of two (a connection's deliveries of one kind rarely
 /// outgrow it), or all of FIRST_READ again after a read that filled its room.
 fn next_room(n: usize, room: usize) -> usize {
@@ -226,34 +225,47 @@ pub(crate) trait FirstRead: AsyncRead + Unpin {
 impl FirstRead for tokio::net::TcpStream {
     fn poll_first(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<BytesMut>> {
         ready!(self.poll_read_ready(cx))?;
-        let mut buf = BytesMut::with_capacity(room);
-        // Pending only if the readiness was stale; this read then registered the waker,
-        // and the allocation is let go until the next wake.
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut *self),
-            cx,
-            &mut (&mut buf).limit(room)
-        ))?;
-        if n < room / 4 {
-            // Far less than the room (a connection's first request, or a smaller one
-            // than the last): copied into an allocation of its size, so that a request
-            // in flight holds at most about four times its bytes.
-            buf = BytesMut::from(&buf[..]);
-        }
-        Poll::Ready(Ok(buf))
+        read_into_room(self, cx, room)
     }
 }
 
-/// TLS: rustls may hold decrypted bytes while the socket is not readable, so readiness
-/// says nothing; the read lands on the stack and is copied into an allocation of its
-/// size, so that a waiting connection holds no buffer.
-impl<IO: AsyncRead + AsyncWrite + Unpin> FirstRead for tokio_rustls::server::TlsStream<IO> {
-    fn poll_first(&mut self, cx: &mut Context<'_>, _room: usize) -> Poll<io::Result<BytesMut>> {
-        let mut stack = [MaybeUninit::<u8>::uninit(); FIRST_READ];
-        let mut rb = ReadBuf::uninit(&mut stack);
-        ready!(Pin::new(&mut *self).poll_read(cx, &mut rb))?;
-        Poll::Ready(Ok(BytesMut::from(rb.filled())))
+/// TLS: the same, except that rustls may already hold decrypted bytes (a pipelined
+/// request behind one that ended exactly where the last read stopped) or the peer's
+/// `close_notify` while the socket has nothing to read. rustls wants more bytes from the
+/// socket only when it holds neither ([`rustls::ConnectionCommon::wants_read`]), and
+/// only then is the socket's readiness what to wait for.
+impl FirstRead for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn poll_first(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<BytesMut>> {
+        let (tcp, tls) = self.get_ref();
+        if tls.wants_read() {
+            ready!(tcp.poll_read_ready(cx))?;
+        }
+        read_into_room(self, cx, room)
     }
+}
+
+/// One read of up to `room` bytes into a new allocation, once bytes are expected.
+fn read_into_room<S: AsyncRead + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    room: usize,
+) -> Poll<io::Result<BytesMut>> {
+    let mut buf = BytesMut::with_capacity(room);
+    // Pending only if the readiness was stale (or, over TLS, a record is still
+    // incomplete); this read then registered the waker, and the allocation is let go
+    // until the next wake.
+    let n = ready!(tokio_util::io::poll_read_buf(
+        Pin::new(io),
+        cx,
+        &mut (&mut buf).limit(room)
+    ))?;
+    if n < room / 4 {
+        // Far less than the room (a connection's first request, or a smaller one than
+        // the last): copied into an allocation of its size, so that a request in flight
+        // holds at most about four times its bytes.
+        buf = BytesMut::from(&buf[..]);
+    }
+    Poll::Ready(Ok(buf))
 }
 
 enum HeadFail {

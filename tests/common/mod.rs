@@ -120,6 +120,19 @@ impl Upstream {
         self.received.lock().unwrap().clone()
     }
 
+    /// Asserts that the upstream received exactly `sent`'s bodies, in order, byte for byte.
+    pub fn assert_bodies(&self, sent: &[Vec<u8>]) {
+        let got: Vec<Vec<u8>> = self
+            .received()
+            .into_iter()
+            .map(|r| r.body.to_vec())
+            .collect();
+        assert_eq!(got.len(), sent.len());
+        for (i, (g, w)) in got.iter().zip(sent).enumerate() {
+            assert!(g == w, "request {i}: the body changed on the way");
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -595,7 +608,10 @@ pub fn expel_post(secret: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
 /// Reads one HTTP/1.1 response (head and Content-Length body; a `100 Continue` has none)
 /// from `s` within 5 s, with `pending` holding bytes already read and keeping those
 /// after it; returns the head's text (with its blank line) and the body.
-pub async fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec<u8>) {
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    pending: &mut Vec<u8>,
+) -> (String, Vec<u8>) {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut buf = [0u8; 4096];
     loop {
