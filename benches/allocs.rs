@@ -1,4 +1,5 @@
-//! Heap allocations per request, from a release build: an in-process gateway (one
+//! Heap allocations per request, and the heap an idle keep-alive connection holds, from
+//! a release build: an in-process gateway (one
 //! worker) between a keep-alive sender and a real upstream on 127.0.0.1, every
 //! allocation of the process counted (the sender and the upstream make none per
 //! request). See tests/alloc_harness/mod.rs for the method and tests/allocs.rs for the
@@ -9,7 +10,7 @@
 #[path = "../tests/alloc_harness/mod.rs"]
 mod alloc_harness;
 
-use alloc_harness::{measure_all, Counting};
+use alloc_harness::{idle_connection_heap, measure_all, Counting};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -25,5 +26,14 @@ fn main() {
     );
     for (kind, f) in measure_all(warmup, n) {
         println!("{:<36} {:>12.2} {:>16.0}", kind.label(), f.allocs, f.bytes);
+    }
+    let conns = 200;
+    let idle = idle_connection_heap(conns);
+    println!(
+        "\nheap held per idle keep-alive connection ({conns} connections, one request each): {:.0} bytes",
+        idle.bytes
+    );
+    for (size, count) in idle.by_size {
+        println!("  {count:>5.2} × {size} B");
     }
 }

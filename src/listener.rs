@@ -42,7 +42,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -91,7 +90,40 @@ pub struct Shared {
     /// generation it started with is still current (no lock on the request path).
     epoch: AtomicU64,
     pub conns: Conns,
-    shutdown: watch::Sender<bool>,
+    drain: Drain,
+}
+
+/// The drain signal: set once, when the listener stops accepting; every connection
+/// waiting for it wakes.
+///
+/// A flag and a `Notify` rather than a `watch` channel: a connection keeps its wait for
+/// as long as it is open, and this one is 96 bytes against the channel's 160 (its
+/// receiver and its `wait_for` future).
+#[derive(Default)]
+struct Drain {
+    started: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Drain {
+    fn start(&self) {
+        self.started.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once the drain has started, at once if it already had.
+    #[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+    fn wait(&self) -> impl Future<Output = ()> + '_ {
+        async move {
+            let mut notified = std::pin::pin!(self.notify.notified());
+            // Registered first, then the flag read: a drain that starts in between is
+            // seen either way.
+            notified.as_mut().enable();
+            if !self.started.load(Ordering::SeqCst) {
+                notified.await;
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -100,7 +132,7 @@ impl Shared {
             current: RwLock::new(Arc::new(generation)),
             epoch: AtomicU64::new(0),
             conns: Conns::default(),
-            shutdown: watch::channel(false).0,
+            drain: Drain::default(),
         })
     }
 
@@ -239,7 +271,7 @@ pub async fn accept_loop(
         }
     }
     drop(listener);
-    shared.shutdown.send_replace(true);
+    shared.drain.start();
 }
 
 fn admit_and_spawn(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
@@ -263,13 +295,16 @@ fn admit_and_spawn(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     };
     crate::metrics::global().connections_open.inc();
     let _ = stream.set_nodelay(true);
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let _admitted = admitted;
-        if let Err(e) = connection(shared, generation, epoch, stream, peer).await {
-            tracing::debug!(%peer, error = %e, "connection ended");
-        }
-    });
+    let ctx = ConnCtx {
+        gateway: generation.gateway.clone(),
+        epoch,
+        track: Arc::new(ConnTrack::new(generation.limits.max_connection_age)),
+        peer,
+        peer_text: crate::net::canonical(peer.ip()).to_string().into(),
+        tls: generation.tls.is_some(),
+        admitted,
+    };
+    tokio::spawn(connection(generation, ctx, stream));
 }
 
 /// The protocol a connection speaks.
@@ -279,98 +314,112 @@ enum Proto {
     Http2,
 }
 
-/// Each protocol's connection future is boxed where it is chosen, so that a connection
-/// holds the state of the one it speaks, not the largest of them (plain or TLS, HTTP/1
-/// or HTTP/2, the handshake): that state is most of an idle connection's memory. The
-/// TLS path is a boxed future of its own for the same reason: the TLS stream it holds
-/// across its awaits (rustls' connection state, about 3 KB) would otherwise be part of
-/// every connection's task, plain ones included.
-async fn connection(
-    shared: Arc<Shared>,
+/// A connection's task, from its first bytes to its end; it holds the connection's
+/// admission (in `ctx`) until then.
+///
+/// What it keeps for the connection's life is most of an idle connection's memory, so
+/// each phase's state is boxed where it starts and freed where it ends: the wait for the
+/// first bytes (the protocol sniff: two timers and the shutdown signal), each protocol's
+/// connection (HTTP/1 or HTTP/2, plain or TLS), and the TLS path as a whole (the TLS
+/// stream it holds across its awaits, rustls' state of about 3 KB, would otherwise be
+/// part of every connection's task). No other async fn is awaited in place: a nested
+/// one would keep a second copy of the arguments it is given, and the context and
+/// stream are most of this future. For the same reason this is an `async move` block
+/// rather than an `async fn`, whose body keeps its arguments twice: once as captured,
+/// once rebound as its locals.
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+fn connection(
     generation: Arc<Generation>,
-    epoch: u64,
+    ctx: ConnCtx,
     stream: TcpStream,
-    peer: SocketAddr,
-) -> io::Result<()> {
-    let limits = &generation.limits;
-    let ctx = ConnCtx {
-        shared,
-        gateway: generation.gateway.clone(),
-        epoch,
-        track: Arc::new(ConnTrack::new(limits.max_connection_age)),
-        peer,
-        peer_text: crate::net::canonical(peer.ip()).to_string().into(),
-        tls: generation.tls.is_some(),
-    };
-    if let Some(tls) = &generation.tls {
-        return Box::pin(tls_connection(&generation, tls, ctx, stream)).await;
-    }
-    let deadline = tokio::time::Instant::now() + limits.header_timeout;
-    // Boxed: the wait for the first bytes (two timers and the shutdown signal, about
-    // 600 bytes) is over once the protocol is known, and would otherwise stay in the
-    // state of every connection for its whole life.
-    let sniffed = Box::pin(async {
-        let sniff = std::pin::pin!(tokio::time::timeout_at(deadline, sniff(&stream)));
-        unless_draining(&ctx.shared, sniff).await
-    })
-    .await;
-    let Some(proto) = sniffed else {
-        return Ok(()); // a drain began before the first request
-    };
-    let proto = proto.map_err(|_| {
-        crate::metrics::connection_closed("header_timeout");
-        io::Error::new(io::ErrorKind::TimedOut, "no request within header_timeout")
-    })??;
-    match proto {
-        Proto::Http1 => Box::pin(serve_h1(&generation, ctx, stream)).await,
-        Proto::Http2 => Box::pin(serve_h2(&generation, ctx, stream)).await,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let peer = ctx.peer;
+        let served = match &generation.tls {
+            Some(tls) => Box::pin(tls_connection(&generation, tls, ctx, stream)).await,
+            None => {
+                let deadline = tokio::time::Instant::now() + generation.limits.header_timeout;
+                let sniffed = Box::pin(async {
+                    let sniff = std::pin::pin!(tokio::time::timeout_at(deadline, sniff(&stream)));
+                    unless_draining(ctx.shared(), sniff).await
+                })
+                .await;
+                match sniffed {
+                    None => Ok(()), // a drain began before the first request
+                    Some(Err(_)) => {
+                        crate::metrics::connection_closed("header_timeout");
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no request within header_timeout",
+                        ))
+                    }
+                    Some(Ok(Err(e))) => Err(e),
+                    Some(Ok(Ok(Proto::Http1))) => {
+                        Box::pin(serve_h1(&generation, ctx, stream)).await
+                    }
+                    Some(Ok(Ok(Proto::Http2))) => {
+                        Box::pin(serve_h2(&generation, ctx, stream)).await
+                    }
+                }
+            }
+        };
+        if let Err(e) = served {
+            tracing::debug!(%peer, error = %e, "connection ended");
+        }
     }
 }
 
 /// A TLS connection: the handshake, then the protocol ALPN chose.
-async fn tls_connection(
-    generation: &Generation,
-    tls: &TlsListener,
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+fn tls_connection<'a>(
+    generation: &'a Generation,
+    tls: &'a TlsListener,
     ctx: ConnCtx,
     stream: TcpStream,
-) -> io::Result<()> {
-    // The handshake in a block of its own: its boxed state is freed when it ends, and
-    // the TLS stream it yields is not kept twice (here and in the protocol's future)
-    // for the connection's life.
-    let (stream, proto) = {
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
-        let mut handshake = Box::pin(tokio::time::timeout(
-            tls.handshake_timeout,
-            acceptor.accept(stream),
-        ));
-        let Some(handshake) = unless_draining(&ctx.shared, handshake.as_mut()).await else {
-            return Ok(());
+) -> impl Future<Output = io::Result<()>> + 'a {
+    async move {
+        // The handshake in a block of its own: its boxed state (with the wait for a
+        // drain beside it) is freed when it ends, and the TLS stream it yields is not
+        // kept twice (here and in the protocol's future) for the connection's life.
+        let (stream, proto) = {
+            let handshake = Box::pin(async {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+                let accept = std::pin::pin!(tokio::time::timeout(
+                    tls.handshake_timeout,
+                    acceptor.accept(stream),
+                ));
+                unless_draining(ctx.shared(), accept).await
+            })
+            .await;
+            let Some(handshake) = handshake else {
+                return Ok(());
+            };
+            let stream = match handshake {
+                Ok(Ok(s)) => s,
+                failed => {
+                    crate::metrics::global().tls_handshake_failures.inc();
+                    return Err(match failed {
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %ctx.peer, error = %e, "TLS handshake failed");
+                            e
+                        }
+                        _ => io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"),
+                    });
+                }
+            };
+            // RFC 9113 §3.3: over TLS, HTTP/2 is chosen by ALPN only.
+            let proto = match stream.get_ref().1.alpn_protocol() {
+                Some(crate::tls::ALPN_H2) => Proto::Http2,
+                _ => Proto::Http1,
+            };
+            (stream, proto)
         };
-        let stream = match handshake {
-            Ok(Ok(s)) => s,
-            failed => {
-                crate::metrics::global().tls_handshake_failures.inc();
-                return Err(match failed {
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %ctx.peer, error = %e, "TLS handshake failed");
-                        e
-                    }
-                    _ => io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"),
-                });
-            }
-        };
-        // RFC 9113 §3.3: over TLS, HTTP/2 is chosen by ALPN only.
-        let proto = match stream.get_ref().1.alpn_protocol() {
-            Some(crate::tls::ALPN_H2) => Proto::Http2,
-            _ => Proto::Http1,
-        };
-        (stream, proto)
-    };
-    // The head deadline restarts after the handshake, which had its own.
-    ctx.track.reset_head();
-    match proto {
-        Proto::Http1 => Box::pin(serve_h1(generation, ctx, stream)).await,
-        Proto::Http2 => Box::pin(serve_h2(generation, ctx, stream)).await,
+        // The head deadline restarts after the handshake, which had its own.
+        ctx.track.reset_head();
+        match proto {
+            Proto::Http1 => Box::pin(serve_h1(generation, ctx, stream)).await,
+            Proto::Http2 => Box::pin(serve_h2(generation, ctx, stream)).await,
+        }
     }
 }
 
@@ -378,10 +427,9 @@ async fn tls_connection(
 /// request yet is closed at once. `fut` is pinned by the caller, so that it is stored
 /// once in the connection's state, not again in this future's.
 async fn unless_draining<F: Future>(shared: &Shared, fut: Pin<&mut F>) -> Option<F::Output> {
-    let mut shutdown = shared.shutdown.subscribe();
     tokio::select! {
         out = fut => Some(out),
-        _ = shutdown.wait_for(|stop| *stop) => None,
+        _ = shared.drain.wait() => None,
     }
 }
 
@@ -408,7 +456,8 @@ async fn sniff(stream: &TcpStream) -> io::Result<Proto> {
 
 /// What a connection's requests need.
 pub(crate) struct ConnCtx {
-    shared: Arc<Shared>,
+    /// The connection's place among the open ones (and the listener's shared state).
+    admitted: Admitted,
     /// The gateway current at accept time, used while `epoch` is still current.
     gateway: Arc<Gateway>,
     epoch: u64,
@@ -419,12 +468,16 @@ pub(crate) struct ConnCtx {
 }
 
 impl ConnCtx {
+    fn shared(&self) -> &Arc<Shared> {
+        &self.admitted.shared
+    }
+
     /// The gateway for a request arriving now: the one the connection started with
     /// while no reload happened (one atomic load), else the current one.
     pub(crate) fn gateway(&self) -> Arc<Gateway> {
-        match self.shared.epoch.load(Ordering::Acquire) == self.epoch {
+        match self.shared().epoch.load(Ordering::Acquire) == self.epoch {
             true => self.gateway.clone(),
-            false => self.shared.current().gateway.clone(),
+            false => self.shared().current().gateway.clone(),
         }
     }
 
@@ -438,7 +491,7 @@ impl ConnCtx {
         Future = impl Future<Output = Result<crate::answer::HttpResponse, std::convert::Infallible>>
                      + Send,
     > + Clone {
-        let shared = self.shared.clone();
+        let shared = self.shared().clone();
         let track = self.track.clone();
         let peer = self.peer;
         let peer_text = self.peer_text.clone();
@@ -465,26 +518,42 @@ impl ConnCtx {
     }
 }
 
-async fn serve_h1<S>(generation: &Generation, ctx: ConnCtx, stream: S) -> io::Result<()>
+// These, `drive` and `watchdog` are `async move` blocks rather than `async fn`s
+// for the reason given at `connection`: their state lives as long as the connection.
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+fn serve_h1<S>(
+    generation: &Generation,
+    ctx: ConnCtx,
+    stream: S,
+) -> impl Future<Output = io::Result<()>> + '_
 where
     S: crate::h1::FirstRead + AsyncWrite + Send + 'static,
 {
-    let limits = &generation.limits;
-    let conn = std::pin::pin!(crate::h1::serve(stream, &ctx, limits));
-    drive(conn, &ctx, limits, Proto::Http1, |_| ctx.track.close_soon()).await
+    async move {
+        let limits = &generation.limits;
+        let conn = std::pin::pin!(crate::h1::serve(stream, &ctx, limits));
+        drive(conn, &ctx, limits, Proto::Http1, |_| ctx.track.close_soon()).await
+    }
 }
 
-async fn serve_h2<S>(generation: &Generation, ctx: ConnCtx, stream: S) -> io::Result<()>
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+fn serve_h2<S>(
+    generation: &Generation,
+    ctx: ConnCtx,
+    stream: S,
+) -> impl Future<Output = io::Result<()>> + '_
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = std::pin::pin!(generation
-        .h2
-        .serve_connection(TokioIo::new(stream), ctx.service()));
-    drive(conn, &ctx, &generation.limits, Proto::Http2, |c| {
-        c.graceful_shutdown()
-    })
-    .await
+    async move {
+        let conn = std::pin::pin!(generation
+            .h2
+            .serve_connection(TokioIo::new(stream), ctx.service()));
+        drive(conn, &ctx, &generation.limits, Proto::Http2, |c| {
+            c.graceful_shutdown()
+        })
+        .await
+    }
 }
 
 /// Polls a connection to its end, under the watchdog and the shutdown signal.
@@ -496,113 +565,115 @@ where
 /// `conn` comes pinned by the caller, and the futures below are pinned where they are
 /// made: a future moved into a local and pinned there (`tokio::pin!`) takes its space
 /// twice in this state machine, which lives as long as the connection.
-async fn drive<C, E>(
-    mut conn: Pin<&mut C>,
-    ctx: &ConnCtx,
-    limits: &Limits,
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+fn drive<'a, C, E>(
+    mut conn: Pin<&'a mut C>,
+    ctx: &'a ConnCtx,
+    limits: &'a Limits,
     proto: Proto,
-    graceful: impl Fn(Pin<&mut C>),
-) -> io::Result<()>
+    graceful: impl Fn(Pin<&mut C>) + 'a,
+) -> impl Future<Output = io::Result<()>> + 'a
 where
     C: Future<Output = Result<(), E>>,
     E: IntoIo,
 {
-    let mut stop = ctx.shared.shutdown.subscribe();
-    let mut shutdown = std::pin::pin!(stop.wait_for(|stop| *stop));
-    let mut deadlines = std::pin::pin!(watchdog(
-        &ctx.track,
-        limits,
-        proto,
-        ctx.track.first_wait(limits)
-    ));
-    let side = Arc::new(SideWake {
-        woken: AtomicBool::new(true),
-        task: Mutex::new(None),
-    });
-    let side_waker = std::task::Waker::from(side.clone());
-    // The shutdown signal fired: it is not polled again.
-    let mut stopping = false;
-    // HTTP/2: a GOAWAY went out. The connection then has `idle_timeout` (from the
-    // GOAWAY, or from its last request if that is later) to finish; past it, it is
-    // closed at once: a peer that ignores the GOAWAY, with keep-alive PINGs off, would
-    // otherwise hold it open for good.
-    let mut goaway_sent = false;
-    loop {
-        let event = std::future::poll_fn(|cx| {
-            if let Poll::Ready(done) = conn.as_mut().poll(cx) {
-                return Poll::Ready(Event::Done(done));
+    async move {
+        let mut shutdown = std::pin::pin!(ctx.shared().drain.wait());
+        let mut deadlines = std::pin::pin!(watchdog(
+            &ctx.track,
+            limits,
+            proto,
+            ctx.track.first_wait(limits)
+        ));
+        let side = Arc::new(SideWake {
+            woken: AtomicBool::new(true),
+            task: Mutex::new(None),
+        });
+        let side_waker = std::task::Waker::from(side.clone());
+        // The shutdown signal fired: it is not polled again.
+        let mut stopping = false;
+        // HTTP/2: a GOAWAY went out. The connection then has `idle_timeout` (from the
+        // GOAWAY, or from its last request if that is later) to finish; past it, it is
+        // closed at once: a peer that ignores the GOAWAY, with keep-alive PINGs off, would
+        // otherwise hold it open for good.
+        let mut goaway_sent = false;
+        loop {
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(done) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Done(done));
+                }
+                if !side.woken.swap(false, Ordering::AcqRel) {
+                    return Poll::Pending;
+                }
+                side.follow(cx.waker());
+                let mut side_cx = Context::from_waker(&side_waker);
+                if let Poll::Ready(expiry) = deadlines.as_mut().poll(&mut side_cx) {
+                    return Poll::Ready(Event::Expired(expiry));
+                }
+                if !stopping && shutdown.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(Event::Shutdown);
+                }
+                Poll::Pending
+            })
+            .await;
+            // A deadline is counted once, by what it did; after the GOAWAY it only closes.
+            if let (Event::Expired(expiry), false) = (&event, goaway_sent) {
+                expiry.count();
             }
-            if !side.woken.swap(false, Ordering::AcqRel) {
-                return Poll::Pending;
-            }
-            side.follow(cx.waker());
-            let mut side_cx = Context::from_waker(&side_waker);
-            if let Poll::Ready(expiry) = deadlines.as_mut().poll(&mut side_cx) {
-                return Poll::Ready(Event::Expired(expiry));
-            }
-            if !stopping && shutdown.as_mut().poll(&mut side_cx).is_ready() {
-                return Poll::Ready(Event::Shutdown);
-            }
-            Poll::Pending
-        })
-        .await;
-        // A deadline is counted once, by what it did; after the GOAWAY it only closes.
-        if let (Event::Expired(expiry), false) = (&event, goaway_sent) {
-            expiry.count();
-        }
-        let h2_goaway = match event {
-            Event::Done(done) => return done.map_err(IntoIo::into_io),
-            Event::Expired(Expiry::Idle) if goaway_sent => {
-                tracing::debug!(peer = %ctx.peer, "HTTP/2 connection still open idle_timeout after its GOAWAY");
-                return Ok(());
-            }
-            // Nothing is in progress: close at once (HTTP/2 says GOAWAY first).
-            Event::Expired(Expiry::Idle) if proto == Proto::Http2 => true,
-            Event::Expired(Expiry::Idle) => return Ok(()),
-            // Old: HTTP/2 says GOAWAY and lets its streams finish; HTTP/1 says
-            // `Connection: close` on its current or next answer (not at once: a request
-            // may be on its way) and keeps its other deadlines.
-            Event::Expired(Expiry::Age) => {
-                tracing::debug!(peer = %ctx.peer, "connection reached max_connection_age");
-                match proto {
-                    Proto::Http2 => true,
-                    Proto::Http1 => {
-                        graceful(conn.as_mut());
-                        // Looks at once: the next deadline may be near.
-                        deadlines.set(watchdog(&ctx.track, limits, proto, Duration::ZERO));
-                        side.woken.store(true, Ordering::Release);
-                        false
+            let h2_goaway = match event {
+                Event::Done(done) => return done.map_err(IntoIo::into_io),
+                Event::Expired(Expiry::Idle) if goaway_sent => {
+                    tracing::debug!(peer = %ctx.peer, "HTTP/2 connection still open idle_timeout after its GOAWAY");
+                    return Ok(());
+                }
+                // Nothing is in progress: close at once (HTTP/2 says GOAWAY first).
+                Event::Expired(Expiry::Idle) if proto == Proto::Http2 => true,
+                Event::Expired(Expiry::Idle) => return Ok(()),
+                // Old: HTTP/2 says GOAWAY and lets its streams finish; HTTP/1 says
+                // `Connection: close` on its current or next answer (not at once: a request
+                // may be on its way) and keeps its other deadlines.
+                Event::Expired(Expiry::Age) => {
+                    tracing::debug!(peer = %ctx.peer, "connection reached max_connection_age");
+                    match proto {
+                        Proto::Http2 => true,
+                        Proto::Http1 => {
+                            graceful(conn.as_mut());
+                            // Looks at once: the next deadline may be near.
+                            deadlines.set(watchdog(&ctx.track, limits, proto, Duration::ZERO));
+                            side.woken.store(true, Ordering::Release);
+                            false
+                        }
                     }
                 }
-            }
-            Event::Expired(Expiry::Head) => {
-                tracing::debug!(peer = %ctx.peer, "request head not complete within header_timeout");
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "header_timeout"));
-            }
-            Event::Shutdown => {
-                stopping = true;
-                match proto {
-                    Proto::Http2 => true,
-                    // An HTTP/1 connection waiting for its next request closes at once;
-                    // one with a request in progress closes after its answer and keeps
-                    // its deadlines meanwhile.
-                    Proto::Http1 if ctx.track.is_waiting() => return Ok(()),
-                    Proto::Http1 => {
-                        graceful(conn.as_mut());
-                        false
+                Event::Expired(Expiry::Head) => {
+                    tracing::debug!(peer = %ctx.peer, "request head not complete within header_timeout");
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "header_timeout"));
+                }
+                Event::Shutdown => {
+                    stopping = true;
+                    match proto {
+                        Proto::Http2 => true,
+                        // An HTTP/1 connection waiting for its next request closes at once;
+                        // one with a request in progress closes after its answer and keeps
+                        // its deadlines meanwhile.
+                        Proto::Http1 if ctx.track.is_waiting() => return Ok(()),
+                        Proto::Http1 => {
+                            graceful(conn.as_mut());
+                            false
+                        }
                     }
                 }
+            };
+            if h2_goaway {
+                if !goaway_sent {
+                    graceful(conn.as_mut());
+                    goaway_sent = true;
+                }
+                // The watchdog looks again `idle_timeout` from now, so the GOAWAY gets at
+                // least that long, however long the connection had been idle before.
+                deadlines.set(watchdog(&ctx.track, limits, proto, limits.idle_timeout));
+                side.woken.store(true, Ordering::Release);
             }
-        };
-        if h2_goaway {
-            if !goaway_sent {
-                graceful(conn.as_mut());
-                goaway_sent = true;
-            }
-            // The watchdog looks again `idle_timeout` from now, so the GOAWAY gets at
-            // least that long, however long the connection had been idle before.
-            deadlines.set(watchdog(&ctx.track, limits, proto, limits.idle_timeout));
-            side.woken.store(true, Ordering::Release);
         }
     }
 }
@@ -687,14 +758,21 @@ impl Expiry {
 
 /// Sleeps until the connection's deadline passes; a deadline that moved on is followed.
 /// `first`: when to look first.
-async fn watchdog(track: &ConnTrack, limits: &Limits, proto: Proto, first: Duration) -> Expiry {
-    let sleep = tokio::time::sleep(first);
-    tokio::pin!(sleep);
-    loop {
-        sleep.as_mut().await;
-        match track.check(limits, proto == Proto::Http1) {
-            Ok(wait) => sleep.as_mut().reset(tokio::time::Instant::now() + wait),
-            Err(expiry) => return expiry,
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+fn watchdog<'a>(
+    track: &'a ConnTrack,
+    limits: &'a Limits,
+    proto: Proto,
+    first: Duration,
+) -> impl Future<Output = Expiry> + 'a {
+    async move {
+        let mut sleep = std::pin::pin!(tokio::time::sleep(first));
+        loop {
+            sleep.as_mut().await;
+            match track.check(limits, proto == Proto::Http1) {
+                Ok(wait) => sleep.as_mut().reset(tokio::time::Instant::now() + wait),
+                Err(expiry) => return expiry,
+            }
         }
     }
 }
@@ -931,18 +1009,23 @@ mod tests {
         assert!(wait <= Duration::from_millis(40), "{wait:?}");
     }
 
-    /// What every open connection keeps, whatever it does: its task's future (a plain
-    /// connection's, before the protocol is known), for HTTP/1 the boxed protocol
-    /// future, and for TLS the boxed future around the handshake. Measured in this
-    /// (debug) build: 312, 976 and 472 bytes (release: 296, 952 and 464), of which
-    /// HTTP/1's own loop between requests is 240 (release 224): a request's state is
-    /// boxed while it runs, and so is the wait for a connection's first bytes. Before
-    /// those two boxes (the first took only the handler then), the task's future was
-    /// 888 (release 872) and the HTTP/1 future 1,840 (release 1,864).
-    /// Before the TLS path was boxed apart, its handshake scoped, and the futures inside
-    /// pinned once where made, they were 3,712, 3,784 and 2,952 here (3,840, 4,856 and
-    /// 2,928 in release, plus a 1,328-byte handshake box kept for the connection's
-    /// life): the bounds catch any of them coming back.
+    /// What every open connection keeps, whatever it does: its task's future (what is
+    /// spawned), for HTTP/1 the boxed protocol future, and for TLS the boxed future
+    /// around the handshake. Measured in this (debug) build: 240, 784 and 184 bytes
+    /// (release: 232, 760 and 176), of which HTTP/1's own loop between requests is 224
+    /// (release 208). tokio lays a task out in multiples of 128 bytes and mimalloc
+    /// rounds an allocation up to its size class, so a few bytes over a step cost a
+    /// whole one: in release the task takes 384 bytes and the HTTP/1 future 768.
+    /// They were 296 (plus the wrapper that was spawned around it, 640 bytes in all),
+    /// 952 and 464 before these futures were written as `async move` blocks (an
+    /// `async fn` keeps its arguments twice), before the handshake's drain wait was
+    /// boxed with it, and before the drain signal became a `Notify`. Before the request
+    /// and the first bytes' wait were boxed, the task's future was 888 (release 872)
+    /// and the HTTP/1 future 1,840 (release 1,864); before the TLS path was boxed apart,
+    /// its handshake scoped, and the futures inside pinned once where made, they were
+    /// 3,712, 3,784 and 2,952 here (3,840, 4,856 and 2,928 in release, plus a
+    /// 1,328-byte handshake box kept for the connection's life): the bounds catch any
+    /// of them coming back.
     #[tokio::test]
     async fn an_idle_connection_keeps_little_state() {
         let gw = Arc::new(Gateway::new(
@@ -955,11 +1038,11 @@ mod tests {
         let _client = TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let (generation, epoch) = shared.current_with_epoch();
-        let task = connection(shared.clone(), generation.clone(), epoch, stream, peer);
-        let task_bytes = std::mem::size_of_val(&task);
-        drop(task);
         let ctx = |peer| ConnCtx {
-            shared: shared.clone(),
+            admitted: Admitted {
+                shared: shared.clone(),
+                ip: None,
+            },
             gateway: generation.gateway.clone(),
             epoch,
             track: Arc::new(ConnTrack::new(Duration::ZERO)),
@@ -967,6 +1050,10 @@ mod tests {
             peer_text: "127.0.0.1".into(),
             tls: false,
         };
+        // What is spawned per connection.
+        let task = connection(generation.clone(), ctx(peer), stream);
+        let task_bytes = std::mem::size_of_val(&task);
+        drop(task);
         let _client = TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let h1_bytes = std::mem::size_of_val(&serve_h1(&generation, ctx(peer), stream));
@@ -1006,19 +1093,19 @@ mod tests {
              (h1::serve {serve_bytes} B), tls_connection future {tls_bytes} B"
         );
         assert!(
-            task_bytes <= 384,
+            task_bytes <= 256,
             "a connection's task future is {task_bytes} B"
         );
         assert!(
-            h1_bytes <= 1152,
+            h1_bytes <= 800,
             "an HTTP/1 connection's future is {h1_bytes} B"
         );
         assert!(
-            serve_bytes <= 384,
+            serve_bytes <= 256,
             "HTTP/1's loop between requests is {serve_bytes} B"
         );
         assert!(
-            tls_bytes <= 1024,
+            tls_bytes <= 256,
             "a TLS connection's future is {tls_bytes} B"
         );
     }

@@ -91,40 +91,50 @@ enum BodyState {
 
 /// Serves HTTP/1.1 requests on `io` until the client closes, a request ends the
 /// connection, or the watchdog or a drain drops this future.
-pub(crate) async fn serve<S>(io: S, ctx: &ConnCtx, limits: &Limits) -> io::Result<()>
+///
+/// An `async move` block rather than an `async fn`, whose body would keep `io` twice
+/// (as its argument and as a local) for as long as the connection is open.
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+pub(crate) fn serve<'a, S>(
+    io: S,
+    ctx: &'a ConnCtx,
+    limits: &'a Limits,
+) -> impl std::future::Future<Output = io::Result<()>> + 'a
 where
-    S: FirstRead + AsyncWrite + Send,
+    S: FirstRead + AsyncWrite + Send + 'a,
 {
-    // What the next first read is given room for (see `next_room`).
-    let mut room = FIRST_READ;
-    let mut input = Input {
-        io,
-        buf: BytesMut::new(),
-        body: BodyState::Done,
-        continue_left: None,
-    };
-    loop {
-        if input.buf.is_empty() {
-            // A drained buffer may still hold the last request's allocation: let it go
-            // before waiting, so that a waiting connection holds no buffer.
-            input.buf = BytesMut::new();
-            if ctx.track.is_closing() {
+    async move {
+        // What the next first read is given room for (see `next_room`).
+        let mut room = FIRST_READ;
+        let mut input = Input {
+            io,
+            buf: BytesMut::new(),
+            body: BodyState::Done,
+            continue_left: None,
+        };
+        loop {
+            if input.buf.is_empty() {
+                // A drained buffer may still hold the last request's allocation: let it go
+                // before waiting, so that a waiting connection holds no buffer.
+                input.buf = BytesMut::new();
+                if ctx.track.is_closing() {
+                    return Ok(());
+                }
+                ctx.track.set_waiting(true);
+                let first = poll_fn(|cx| input.io.poll_first(cx, room)).await;
+                ctx.track.set_waiting(false);
+                input.buf = first?;
+                let n = input.buf.len();
+                if n == 0 {
+                    return Ok(()); // closed between requests
+                }
+                room = next_room(n, room);
+            }
+            // One request, boxed: its state (the handler's, several KiB) exists while it
+            // runs, not for as long as the connection is open.
+            if !Box::pin(exchange(&mut input, ctx, limits)).await? {
                 return Ok(());
             }
-            ctx.track.set_waiting(true);
-            let first = poll_fn(|cx| input.io.poll_first(cx, room)).await;
-            ctx.track.set_waiting(false);
-            input.buf = first?;
-            let n = input.buf.len();
-            if n == 0 {
-                return Ok(()); // closed between requests
-            }
-            room = next_room(n, room);
-        }
-        // One request, boxed: its state (the handler's, several KiB) exists while it
-        // runs, not for as long as the connection is open.
-        if !Box::pin(exchange(&mut input, ctx, limits)).await? {
-            return Ok(());
         }
     }
 }

@@ -15,32 +15,46 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// The global allocator of a test or bench binary that counts: allocations (a
-/// `realloc` counts as one) and the bytes asked for.
+/// `realloc` counts as one) and the bytes asked for; and what is live, by size.
 pub struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Live allocations by requested size (the last slot: that size or more).
+const SIZES: usize = 4097;
+static LIVE: [AtomicI64; SIZES] = [const { AtomicI64::new(0) }; SIZES];
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+
+fn live(size: usize, count: i64) {
+    LIVE[size.min(SIZES - 1)].fetch_add(count, Relaxed);
+    LIVE_BYTES.fetch_add(count * size as i64, Relaxed);
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(layout.size() as u64, Relaxed);
+        live(layout.size(), 1);
         System.alloc(layout)
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(layout.size() as u64, Relaxed);
+        live(layout.size(), 1);
         System.alloc_zeroed(layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(new_size as u64, Relaxed);
+        live(layout.size(), -1);
+        live(new_size, 1);
         System.realloc(ptr, layout, new_size)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        live(layout.size(), -1);
         System.dealloc(ptr, layout)
     }
 }
@@ -268,4 +282,54 @@ pub fn measure_all(warmup: usize, n: usize) -> Vec<(Kind, PerRequest)> {
         .iter()
         .map(|&k| (k, measure(gateway, k, warmup, n)))
         .collect()
+}
+
+/// What an idle keep-alive connection holds on the heap: `bytes` in all, and the live
+/// allocations that came with it, as (requested size, count per connection).
+pub struct IdleHeap {
+    pub bytes: f64,
+    pub by_size: Vec<(usize, f64)>,
+}
+
+/// Opens `n` connections to a fresh gateway, sends one signed request on each and reads
+/// its answer, keeps them all open, and measures the heap that stays with them. `n`
+/// stays under the default `max_connections_per_ip` (256).
+pub fn idle_connection_heap(n: usize) -> IdleHeap {
+    let upstream = start_upstream();
+    let gateway = start_gateway(upstream);
+    let request = Kind::Forwarded.request(gateway);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut one = |s: &mut TcpStream| {
+        s.write_all(&request).unwrap();
+        let len = read_message(s, &mut buf);
+        assert!(buf[..len].starts_with(b"HTTP/1.1 200 "));
+    };
+    // Warm-up: the upstream pool, the per-thread caches, the lazily built statics.
+    let mut first = TcpStream::connect(gateway).unwrap();
+    for _ in 0..20 {
+        one(&mut first);
+    }
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(200));
+    settle();
+    let before: Vec<i64> = LIVE.iter().map(|c| c.load(Relaxed)).collect();
+    let bytes_before = LIVE_BYTES.load(Relaxed);
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(gateway).unwrap();
+        one(&mut s);
+        open.push(s);
+    }
+    settle();
+    let per = |d: i64| d as f64 / n as f64;
+    let by_size = LIVE
+        .iter()
+        .zip(&before)
+        .enumerate()
+        .map(|(size, (now, then))| (size, per(now.load(Relaxed) - then)))
+        .filter(|(_, count)| count.abs() >= 0.5)
+        .collect();
+    IdleHeap {
+        bytes: per(LIVE_BYTES.load(Relaxed) - bytes_before),
+        by_size,
+    }
 }
