@@ -231,6 +231,13 @@ pub(crate) trait FirstRead: AsyncRead + Unpin {
     fn poll_first(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<BytesMut>>;
 }
 
+/// A stream lent to HTTP/1's loop reads as the stream itself.
+impl<T: FirstRead> FirstRead for &mut T {
+    fn poll_first(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<BytesMut>> {
+        (**self).poll_first(cx, room)
+    }
+}
+
 /// Plain TCP: readiness first, then one read straight into the request's allocation.
 impl FirstRead for tokio::net::TcpStream {
     fn poll_first(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<BytesMut>> {
