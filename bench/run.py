@@ -390,6 +390,16 @@ def parse_allocs(out):
     return rows
 
 
+def parse_idle_heap(out):
+    """The allocs bench's last figure: the heap bytes an idle keep-alive connection holds
+    and its allocations as [(count per connection, requested size)]."""
+    m = re.search(r"^heap held per idle keep-alive connection .*?: (\d+) bytes$", out, re.M)
+    if not m:
+        raise BenchError(f"cannot read the allocs bench's idle heap:\n{out[-2000:]}")
+    sizes = re.findall(r"^\s+([\d.]+) × (\d+) B$", out[m.end():], re.M)
+    return int(m.group(1)), [(float(n), int(size)) for n, size in sizes]
+
+
 def criterion_median_ns(bench_id):
     """The median (ns) criterion recorded for `bench_id` ("group/name") in its last run."""
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
@@ -2207,7 +2217,8 @@ routes:
                 on_path += ns
             rows.append([label, f"`{bench_id}`" + (f" − `{minus}`" if minus else ""),
                          f"{ns:,.1f}", "yes" if taken else "-"])
-        allocs = parse_allocs(cargo_bench("stages", "allocs", []))
+        allocs_out = cargo_bench("stages", "allocs", [])
+        allocs, (idle_bytes, idle_sizes) = parse_allocs(allocs_out), parse_idle_heap(allocs_out)
 
         self.out.line("### stages: what each pipeline stage costs, and allocations per request")
         self.out.line()
@@ -2250,6 +2261,13 @@ routes:
         self.out.table(
             ["request", "allocations", "bytes"],
             [[label, count, f"{int(size):,}"] for label, count, size in allocs],
+        )
+        held = ", ".join(f"{n:g} × {size:,} B" for n, size in idle_sizes)
+        self.out.line(
+            f"Between its requests a keep-alive connection holds {idle_bytes:,} bytes of heap "
+            f"(the same bench, 200 connections held open after one request each): {held}. "
+            "The `rss` scenario's figure is higher: it also holds what the allocator kept "
+            "from the requests in flight while the connections were opened."
         )
 
     def sc_profile(self):

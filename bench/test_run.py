@@ -79,6 +79,11 @@ request                               allocations  bytes allocated
 signed, verified, forwarded (200)            7.00             5171
 forged signature (406)                       6.00             5168
 verify: none, forwarded (200)                7.00             5170
+
+heap held per idle keep-alive connection (200 connections, one request each): 1405 bytes
+   1.00 × 32 B
+   1.00 × 48 B
+   1.00 × 608 B
 """
 
 
@@ -153,6 +158,14 @@ class Parsers(unittest.TestCase):
         )
         with self.assertRaises(run.BenchError):
             run.parse_allocs(ALLOCS.splitlines()[0])
+
+    def test_idle_heap(self):
+        self.assertEqual(
+            run.parse_idle_heap(ALLOCS),
+            (1405, [(1.0, 32), (1.0, 48), (1.0, 608)]),
+        )
+        with self.assertRaises(run.BenchError):
+            run.parse_idle_heap(ALLOCS.split("\n\n")[0])
 
     def test_criterion_median_reads_estimates(self):
         import tempfile
