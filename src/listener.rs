@@ -111,15 +111,26 @@ impl Drain {
         self.notify.notify_waiters();
     }
 
+    fn started(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// Completes once a drain starts after it was made (tokio's guarantee for
+    /// `notify_waiters`), waking its task if it had been polled by then; a drain that
+    /// started before is told by [`Drain::started`].
+    fn waiter(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
     /// Resolves once the drain has started, at once if it already had.
     #[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
     fn wait(&self) -> impl Future<Output = ()> + '_ {
         async move {
-            let mut notified = std::pin::pin!(self.notify.notified());
+            let mut notified = std::pin::pin!(self.waiter());
             // Registered first, then the flag read: a drain that starts in between is
             // seen either way.
             notified.as_mut().enable();
-            if !self.started.load(Ordering::SeqCst) {
+            if !self.started() {
                 notified.await;
             }
         }
@@ -580,13 +591,11 @@ where
     E: IntoIo,
 {
     async move {
-        let mut shutdown = std::pin::pin!(ctx.shared().drain.wait());
-        let mut deadlines = std::pin::pin!(watchdog(
-            &ctx.track,
-            limits,
-            proto,
-            ctx.track.first_wait(limits)
-        ));
+        // The drain signal and the watchdog's timer, polled here rather than through
+        // futures of their own, which would keep what this state already has.
+        let drain = &ctx.shared().drain;
+        let mut drained = std::pin::pin!(drain.waiter());
+        let mut deadline = std::pin::pin!(tokio::time::sleep(ctx.track.first_wait(limits)));
         let side = Arc::new(SideWake {
             woken: AtomicBool::new(true),
             task: Mutex::new(None),
@@ -609,10 +618,16 @@ where
                 }
                 side.follow(cx.waker());
                 let mut side_cx = Context::from_waker(&side_waker);
-                if let Poll::Ready(expiry) = deadlines.as_mut().poll(&mut side_cx) {
-                    return Poll::Ready(Event::Expired(expiry));
+                // The watchdog: when its timer fires, the connection's timeline says
+                // whether a deadline passed or when to look again.
+                while deadline.as_mut().poll(&mut side_cx).is_ready() {
+                    match ctx.track.check(limits, proto == Proto::Http1) {
+                        Ok(wait) => deadline.as_mut().reset(tokio::time::Instant::now() + wait),
+                        Err(expiry) => return Poll::Ready(Event::Expired(expiry)),
+                    }
                 }
-                if !stopping && shutdown.as_mut().poll(&mut side_cx).is_ready() {
+                if !stopping && (drain.started() || drained.as_mut().poll(&mut side_cx).is_ready())
+                {
                     return Poll::Ready(Event::Shutdown);
                 }
                 Poll::Pending
@@ -641,7 +656,7 @@ where
                         Proto::Http1 => {
                             graceful(conn.as_mut());
                             // Looks at once: the next deadline may be near.
-                            deadlines.set(watchdog(&ctx.track, limits, proto, Duration::ZERO));
+                            deadline.as_mut().reset(tokio::time::Instant::now());
                             side.woken.store(true, Ordering::Release);
                             false
                         }
@@ -673,7 +688,9 @@ where
                 }
                 // The watchdog looks again `idle_timeout` from now, so the GOAWAY gets at
                 // least that long, however long the connection had been idle before.
-                deadlines.set(watchdog(&ctx.track, limits, proto, limits.idle_timeout));
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + limits.idle_timeout);
                 side.woken.store(true, Ordering::Release);
             }
         }
@@ -755,27 +772,6 @@ impl Expiry {
             Expiry::Head => "header_timeout",
             Expiry::Age => "max_connection_age",
         });
-    }
-}
-
-/// Sleeps until the connection's deadline passes; a deadline that moved on is followed.
-/// `first`: when to look first.
-#[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
-fn watchdog<'a>(
-    track: &'a ConnTrack,
-    limits: &'a Limits,
-    proto: Proto,
-    first: Duration,
-) -> impl Future<Output = Expiry> + 'a {
-    async move {
-        let mut sleep = std::pin::pin!(tokio::time::sleep(first));
-        loop {
-            sleep.as_mut().await;
-            match track.check(limits, proto == Proto::Http1) {
-                Ok(wait) => sleep.as_mut().reset(tokio::time::Instant::now() + wait),
-                Err(expiry) => return expiry,
-            }
-        }
     }
 }
 
@@ -1013,22 +1009,23 @@ mod tests {
 
     /// What every open connection keeps, whatever it does: its task's future (what is
     /// spawned), for HTTP/1 the boxed protocol future, and for TLS the boxed future
-    /// around the handshake. Measured in this (debug) build: 240, 616 and 184 bytes
-    /// (release: 232, 608 and 176), of which HTTP/1's own loop between requests is 160
+    /// around the handshake. Measured in this (debug) build: 240, 496 and 184 bytes
+    /// (release: 232, 488 and 176), of which HTTP/1's own loop between requests is 88
     /// (both builds). tokio lays a task out in multiples of 128 bytes and mimalloc
     /// rounds an allocation up to its size class, so a few bytes over a step cost a
-    /// whole one: in release the task takes 384 bytes and the HTTP/1 future 640.
+    /// whole one: in release the task takes 384 bytes and the HTTP/1 future 512.
     /// They were 296 (plus the wrapper that was spawned around it, 640 bytes in all),
     /// 952 and 464 before these futures were written as `async move` blocks (an
     /// `async fn` keeps its arguments twice), before the handshake's drain wait was
-    /// boxed with it, before the drain signal became a `Notify`, and before the HTTP/1
-    /// future borrowed the context and lent the stream to its loop. Before the request
-    /// and the first bytes' wait were boxed, the task's future was 888 (release 872)
-    /// and the HTTP/1 future 1,840 (release 1,864); before the TLS path was boxed apart,
-    /// its handshake scoped, and the futures inside pinned once where made, they were
-    /// 3,712, 3,784 and 2,952 here (3,840, 4,856 and 2,928 in release, plus a
-    /// 1,328-byte handshake box kept for the connection's life): the bounds catch any
-    /// of them coming back.
+    /// boxed with it, before the drain signal became a `Notify` and the watchdog's timer
+    /// was polled in place, before the HTTP/1 future borrowed the context and lent the
+    /// stream to its loop, and before a request's body state moved into its box.
+    /// Before the request and the first bytes' wait were boxed, the task's future was
+    /// 888 (release 872) and the HTTP/1 future 1,840 (release 1,864); before the TLS
+    /// path was boxed apart, its handshake scoped, and the futures inside pinned once
+    /// where made, they were 3,712, 3,784 and 2,952 here (3,840, 4,856 and 2,928 in
+    /// release, plus a 1,328-byte handshake box kept for the connection's life): the
+    /// bounds catch any of them coming back.
     #[tokio::test]
     async fn an_idle_connection_keeps_little_state() {
         let gw = Arc::new(Gateway::new(
@@ -1101,11 +1098,11 @@ mod tests {
             "a connection's task future is {task_bytes} B"
         );
         assert!(
-            h1_bytes <= 640,
+            h1_bytes <= 512,
             "an HTTP/1 connection's future is {h1_bytes} B"
         );
         assert!(
-            serve_bytes <= 192,
+            serve_bytes <= 128,
             "HTTP/1's loop between requests is {serve_bytes} B"
         );
         assert!(

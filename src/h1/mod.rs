@@ -64,8 +64,8 @@ const LINGER_BYTES: usize = 1 << 20;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// A connection's input: the stream, bytes read but not yet used, and the body of the
-/// request in progress.
+/// A request's input, for as long as it runs: the connection's stream (lent), the bytes
+/// read but not yet used, and the state of the request's body.
 struct Input<S> {
     io: S,
     buf: BytesMut,
@@ -92,63 +92,73 @@ enum BodyState {
 /// Serves HTTP/1.1 requests on `io` until the client closes, a request ends the
 /// connection, or the watchdog or a drain drops this future.
 ///
-/// An `async move` block rather than an `async fn`, whose body would keep `io` twice
-/// (as its argument and as a local) for as long as the connection is open.
+/// The stream is lent (`&mut S`), so that the caller's state keeps it once, and the
+/// loop is an `async move` block rather than an `async fn`, whose body would keep its
+/// arguments twice for as long as the connection is open.
 #[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
 pub(crate) fn serve<'a, S>(
-    io: S,
+    io: &'a mut S,
     ctx: &'a ConnCtx,
     limits: &'a Limits,
 ) -> impl std::future::Future<Output = io::Result<()>> + 'a
 where
-    S: FirstRead + AsyncWrite + Send + 'a,
+    S: FirstRead + AsyncWrite + Send,
 {
     async move {
         // What the next first read is given room for (see `next_room`).
         let mut room = FIRST_READ;
-        let mut input = Input {
-            io,
-            buf: BytesMut::new(),
-            body: BodyState::Done,
-            continue_left: None,
-        };
+        // Bytes read and not yet used: between requests, a pipelined request's.
+        let mut buf = BytesMut::new();
         loop {
-            if input.buf.is_empty() {
+            if buf.is_empty() {
                 // A drained buffer may still hold the last request's allocation: let it go
                 // before waiting, so that a waiting connection holds no buffer.
-                input.buf = BytesMut::new();
+                drop(std::mem::take(&mut buf));
                 if ctx.track.is_closing() {
                     return Ok(());
                 }
                 ctx.track.set_waiting(true);
-                let first = poll_fn(|cx| input.io.poll_first(cx, room)).await;
+                let first = poll_fn(|cx| io.poll_first(cx, room)).await;
                 ctx.track.set_waiting(false);
-                input.buf = first?;
-                let n = input.buf.len();
+                buf = first?;
+                let n = buf.len();
                 if n == 0 {
                     return Ok(()); // closed between requests
                 }
                 room = next_room(n, room);
             }
-            // One request, boxed: its state (the handler's, several KiB) exists while it
-            // runs, not for as long as the connection is open.
-            if !Box::pin(exchange(&mut input, ctx, limits)).await? {
-                return Ok(());
+            // One request, boxed: its state (the handler's, several KiB, and the body's
+            // and `100 Continue`'s in its `Input`) exists while it runs, not for as long
+            // as the connection is open. What it leaves unread comes back.
+            let input = Input {
+                io: &mut *io,
+                buf: std::mem::take(&mut buf),
+                body: BodyState::Done,
+                continue_left: None,
+            };
+            match Box::pin(exchange(input, ctx, limits)).await? {
+                Some(rest) => buf = rest,
+                None => return Ok(()),
             }
         }
     }
 }
 
 /// Reads one request's head, has the gateway handle it and writes the answer. Returns
-/// whether the connection goes on to the next request.
-async fn exchange<S>(input: &mut Input<S>, ctx: &ConnCtx, limits: &Limits) -> io::Result<bool>
+/// the bytes read past the request (a pipelined one's) if the connection goes on to the
+/// next request.
+async fn exchange<S>(
+    mut input: Input<S>,
+    ctx: &ConnCtx,
+    limits: &Limits,
+) -> io::Result<Option<BytesMut>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let busy = ctx.track.begin();
-    let head = match read_head(input, limits).await {
+    let head = match read_head(&mut input, limits).await {
         Ok(Some(parsed)) => parsed,
-        Ok(None) => return Ok(false), // closed in the middle of a head
+        Ok(None) => return Ok(None), // closed in the middle of a head
         Err(HeadFail::Io(e)) => return Err(e),
         Err(HeadFail::Timeout) => {
             crate::metrics::connection_closed("header_timeout");
@@ -161,7 +171,7 @@ where
             drop(busy);
             write_response(&mut input.io, resp, false, true, Instant::now()).await?;
             linger(&mut input.io).await;
-            return Ok(false);
+            return Ok(None);
         }
     };
     // The body: split off without a copy when it came with the head (what follows
@@ -191,7 +201,7 @@ where
         version: head.version,
         fields: head.fields,
     };
-    let body = H1Body { input: &mut *input };
+    let body = H1Body { input: &mut input };
     let gateway = ctx.gateway();
     let conn = ConnInfo { tls: ctx.tls };
     let (resp, at) = gateway
@@ -206,8 +216,9 @@ where
     write_response(&mut input.io, resp, head_only, close, at).await?;
     if close {
         linger(&mut input.io).await;
+        return Ok(None);
     }
-    Ok(!close)
+    Ok(Some(input.buf))
 }
 
 /// The room for a connection's next first read, after one of `n` bytes in `room`:
@@ -229,13 +240,6 @@ pub(crate) trait FirstRead: AsyncRead + Unpin {
     /// Waits until bytes (or the end of the stream) can be read, then reads up to `room`
     /// of them into a new allocation; empty at the end of the stream.
     fn poll_first(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<BytesMut>>;
-}
-
-/// A stream lent to HTTP/1's loop reads as the stream itself.
-impl<T: FirstRead> FirstRead for &mut T {
-    fn poll_first(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<BytesMut>> {
-        (**self).poll_first(cx, room)
-    }
 }
 
 /// Plain TCP: readiness first, then one read straight into the request's allocation.
