@@ -529,7 +529,7 @@ impl ConnCtx {
     }
 }
 
-// These, `drive` and `watchdog` are `async move` blocks rather than `async fn`s
+// These and `drive` are `async move` blocks rather than `async fn`s
 // for the reason given at `connection`: their state lives as long as the connection.
 // For the same reason the context stays in the caller's state (it is borrowed), and
 // the stream is kept once, here, and lent to HTTP/1's loop rather than moved into it.
@@ -931,6 +931,7 @@ impl Drop for Busy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     fn limits(header_ms: u64, idle_ms: u64) -> Limits {
         Limits {
@@ -1007,6 +1008,60 @@ mod tests {
         assert!(wait <= Duration::from_millis(40), "{wait:?}");
     }
 
+    /// Connections' shared state for the embedded default config.
+    fn embedded_shared() -> Arc<Shared> {
+        let gw = Arc::new(Gateway::new(
+            &crate::cli::load(&crate::cli::read_source(None)).unwrap(),
+            None,
+        ));
+        Shared::new(Generation::new(gw, None, Limits::default()))
+    }
+
+    /// A plain (not TLS) connection's context, as the accept loop builds it.
+    fn plain_ctx(shared: &Arc<Shared>, peer: SocketAddr) -> ConnCtx {
+        let (generation, epoch) = shared.current_with_epoch();
+        ConnCtx {
+            admitted: Admitted {
+                shared: shared.clone(),
+                ip: None,
+            },
+            gateway: generation.gateway.clone(),
+            epoch,
+            track: Arc::new(ConnTrack::new(Duration::ZERO)),
+            peer,
+            peer_text: crate::net::canonical(peer.ip()).to_string().into(),
+            tls: false,
+        }
+    }
+
+    /// A drain that started before a connection's loop began is seen by it: tokio's
+    /// `notify_waiters` reaches only the waits that exist when it is called, so `drive`
+    /// also reads the drain's flag. An HTTP/1 connection waiting for its first request
+    /// closes at once; without the flag it would wait for the request (or a timeout).
+    #[tokio::test]
+    async fn a_drain_started_before_a_connection_is_served_closes_it() {
+        let shared = embedded_shared();
+        shared.drain.start();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let (generation, _) = shared.current_with_epoch();
+        let ctx = plain_ctx(&shared, peer);
+        let served =
+            tokio::time::timeout(Duration::from_secs(2), serve_h1(&generation, &ctx, stream)).await;
+        assert!(
+            matches!(served, Ok(Ok(()))),
+            "the connection went on after the drain: {served:?}"
+        );
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut rest))
+            .await
+            .expect("the client sees the connection close");
+        assert_eq!(read.unwrap(), 0, "no answer before the close: {rest:?}");
+    }
+
     /// What every open connection keeps, whatever it does: its task's future (what is
     /// spawned), for HTTP/1 the boxed protocol future, and for TLS the boxed future
     /// around the handshake. Measured in this (debug) build: 240, 496 and 184 bytes
@@ -1028,28 +1083,13 @@ mod tests {
     /// bounds catch any of them coming back.
     #[tokio::test]
     async fn an_idle_connection_keeps_little_state() {
-        let gw = Arc::new(Gateway::new(
-            &crate::cli::load(&crate::cli::read_source(None)).unwrap(),
-            None,
-        ));
-        let shared = Shared::new(Generation::new(gw, None, Limits::default()));
+        let shared = embedded_shared();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
-        let (generation, epoch) = shared.current_with_epoch();
-        let ctx = |peer| ConnCtx {
-            admitted: Admitted {
-                shared: shared.clone(),
-                ip: None,
-            },
-            gateway: generation.gateway.clone(),
-            epoch,
-            track: Arc::new(ConnTrack::new(Duration::ZERO)),
-            peer,
-            peer_text: "127.0.0.1".into(),
-            tls: false,
-        };
+        let (generation, _) = shared.current_with_epoch();
+        let ctx = |peer| plain_ctx(&shared, peer);
         // What is spawned per connection.
         let task = connection(generation.clone(), ctx(peer), stream);
         let task_bytes = std::mem::size_of_val(&task);
