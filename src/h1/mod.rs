@@ -16,9 +16,10 @@
 //!   read at once ([`FirstRead`]).
 //!   The head is parsed with httparse ([`codec`]) and every header value, the target
 //!   and a body that arrived with the head are slices of that allocation (no copy).
-//!   The request's own state (reading the head, the handler's, the answer) is one box
-//!   for as long as the request runs: between requests the connection's loop is a few
-//!   hundred bytes.
+//!   The request's own state (its input and body state, reading the head, the
+//!   handler's, the answer) is one box for as long as the request runs: between
+//!   requests the connection's loop is under a hundred bytes, the bytes of a pipelined
+//!   request aside.
 //! - **Body:** the handler pulls it ([`H1Body`]); a Content-Length body is read straight
 //!   into one allocation of its declared size (never past it), a chunked one through
 //!   the strict decoder. `100 Continue` is sent only when the handler asks for the body,
