@@ -71,6 +71,7 @@ pub enum Command {
         print: SignOutput,
         /// Where the curl command sends the delivery [default: http://<listen>].
         #[arg(long)]
+        #[allow(rustdoc::invalid_html_tags)] // `<listen>` is text in `--help`, not HTML
         url: Option<String>,
         /// For public-key schemes (discord, sendgrid, standard-webhooks v1a): a file
         /// holding the private key of a test key pair (Ed25519 seed in hex or base64,

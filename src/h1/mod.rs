@@ -254,7 +254,7 @@ impl FirstRead for tokio::net::TcpStream {
 /// TLS: the same, except that rustls may already hold decrypted bytes (a pipelined
 /// request behind one that ended exactly where the last read stopped) or the peer's
 /// `close_notify` while the socket has nothing to read. rustls wants more bytes from the
-/// socket only when it holds neither ([`rustls::ConnectionCommon::wants_read`]), and
+/// socket only when it holds neither ([`rustls::CommonState::wants_read`]), and
 /// only then is the socket's readiness what to wait for.
 impl FirstRead for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
     fn poll_first(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<BytesMut>> {
