@@ -398,8 +398,17 @@ pub fn render(config: &Config, label: &str) -> String {
         true => "off".to_string(),
         false => on,
     };
+    // `30s (timeout 10s)`, or `off` for a zero first duration.
+    let paired = |d: std::time::Duration, label: &str, other: std::time::Duration| {
+        let on = format!(
+            "{} ({label} {})",
+            units::format_duration(d),
+            units::format_duration(other)
+        );
+        off_or(d, on)
+    };
     out.push_str(&format!(
-        "limits body_min_rate {}  max_connection_age {}  h2 keepalive {}\n",
+        "limits body_min_rate {}  max_connection_age {}  h2 keepalive {}  linger {}\n",
         match l.body_min_rate {
             0 => "off".to_string(),
             rate => format!(
@@ -415,14 +424,8 @@ pub fn render(config: &Config, label: &str) -> String {
                 units::format_duration(l.max_connection_age)
             )
         ),
-        off_or(
-            l.h2_keepalive_interval,
-            format!(
-                "{} (timeout {})",
-                units::format_duration(l.h2_keepalive_interval),
-                units::format_duration(l.h2_keepalive_timeout)
-            )
-        ),
+        paired(l.h2_keepalive_interval, "timeout", l.h2_keepalive_timeout),
+        paired(l.linger_time, "quiet", l.linger_timeout),
     ));
     out.push_str(&format!(
         "reload {}\n\n",

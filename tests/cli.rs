@@ -111,7 +111,8 @@ fn check_accepts_a_valid_config_and_masks_secrets() {
     // The connection-hygiene defaults, including the ones that are off.
     assert!(
         stdout.contains(
-            "limits body_min_rate 1KiB/s after 5s  max_connection_age off  h2 keepalive 30s (timeout 10s)"
+            "limits body_min_rate 1KiB/s after 5s  max_connection_age off  h2 keepalive 30s (timeout 10s)  linger 30s (quiet 5s)
+"
         ),
         "{stdout}"
     );

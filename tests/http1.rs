@@ -76,17 +76,7 @@ async fn continue_is_sent_only_after_the_checks_pass() {
     assert_eq!(up.received()[0].body, &body[..]);
 
     // Declared over max_body: 413 at once, no 100, and the connection ends.
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(
-        b"POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 5000000\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut pending = Vec::new();
-    let (fin, body) = read_response(&mut s, &mut pending).await;
-    assert!(fin.starts_with("HTTP/1.1 413"), "{fin}");
-    assert!(fin.contains("connection: close"), "{fin}");
-    assert_eq!(body, b"body_too_large\n");
+    let mut s = refused_upload(gw.addr, 5_000_000, "Expect: 100-continue\r\n").await;
     assert!(until_closed(&mut s, Duration::from_secs(3))
         .await
         .1
@@ -283,4 +273,115 @@ async fn requests_of_changing_sizes_on_one_connection_arrive_whole() {
         sent.push(body);
     }
     up.assert_bodies(&sent);
+}
+
+/// The head of an upload of `declared` bytes, with `extra` header lines.
+fn upload_head(declared: usize, extra: &str) -> Vec<u8> {
+    format!(
+        "POST /hooks/expel HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Length: {declared}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A request whose declared body is over the route's `max_body` (2 MiB): answered 413 at
+/// once (the first answer: no `100 Continue`), its body unread. Returns the connection
+/// with the answer read.
+async fn refused_upload(addr: std::net::SocketAddr, declared: usize, extra: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&upload_head(declared, extra)).await.unwrap();
+    let mut pending = Vec::new();
+    let (head, body) = read_response(&mut s, &mut pending).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, b"body_too_large\n");
+    s
+}
+
+/// Sends 1 KiB every `every` until a write fails (the server closed and reset the
+/// connection) or `limit` passes; returns when the failing write was made.
+async fn trickle_until_refused(
+    s: &mut TcpStream,
+    every: Duration,
+    limit: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if s.write_all(&[b'x'; 1024]).await.is_err() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(every).await;
+    }
+    None
+}
+
+/// A sender whose body is refused by its declared size (413) usually uploads all of it
+/// before it reads the answer. Closing with its bytes unread would reset the connection
+/// and, at the sender, the 413 with it: a reset reads as "retry" to most senders. So
+/// the connection lingers (nginx's lingering close): what the sender still sends is
+/// read and discarded until it closes. Here 16 MiB after the answer, more than the
+/// kernel buffers hold: every write must go through, and the 413 be read after them.
+#[tokio::test]
+async fn a_sender_still_uploading_after_its_413_reads_the_answer() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml(&up), None).await;
+    let total = 16 << 20;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(&upload_head(total, "")).await.unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        s.write_all(&chunk)
+            .await
+            .unwrap_or_else(|e| panic!("the upload was cut after {sent} bytes: {e}"));
+        sent += chunk.len();
+    }
+    s.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("the connection ends once the sender has closed")
+        .expect("no reset");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.ends_with("body_too_large\n"), "{answer}");
+    assert!(up.received().is_empty());
+}
+
+/// Lingering ends once the sender has sent nothing for `linger_timeout`, and after
+/// `linger_time` in all however it trickles; `linger_time: 0s` closes at once.
+#[tokio::test]
+async fn lingering_ends_after_linger_timeout_of_quiet_or_linger_time_in_all() {
+    let up = Upstream::start().await;
+    let limits = "limits: { linger_time: 10s, linger_timeout: 300ms }\n";
+    let gw = Gateway::start(&format!("{limits}{}", yaml(&up)), None).await;
+    let mut s = refused_upload(gw.addr, 5_000_000, "").await;
+    // Sending keeps it open past linger_timeout...
+    let every = Duration::from_millis(100);
+    let refused = trickle_until_refused(&mut s, every, Duration::from_millis(900)).await;
+    assert_eq!(
+        refused, None,
+        "the server closed while the sender was sending"
+    );
+    // ...and a quiet spell longer than it ends it: the next writes are reset.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let refused = trickle_until_refused(&mut s, every, Duration::from_secs(2)).await;
+    assert!(
+        refused.is_some_and(|at| at < Duration::from_millis(500)),
+        "still lingering after 800 ms of quiet: {refused:?}"
+    );
+    gw.stop().await;
+
+    // linger_time bounds it however the sender trickles (linger_timeout is 5 s here).
+    for (linger_time, from, to) in [("1s", 800, 3000), ("0s", 0, 500)] {
+        let limits = format!("limits: {{ linger_time: {linger_time} }}\n");
+        let gw = Gateway::start(&format!("{limits}{}", yaml(&up)), None).await;
+        let mut s = refused_upload(gw.addr, 5_000_000, "").await;
+        let refused = trickle_until_refused(&mut s, every, Duration::from_secs(5)).await;
+        assert!(
+            refused.is_some_and(|at| (from..to).contains(&(at.as_millis() as u64))),
+            "linger_time {linger_time}: the writes were refused after {refused:?}, \
+             want {from}..{to} ms"
+        );
+        gw.stop().await;
+    }
 }

@@ -59,6 +59,14 @@ pub struct Limits {
     pub h2_keepalive_interval: Duration,
     /// An unanswered keep-alive PING closes the connection after this.
     pub h2_keepalive_timeout: Duration,
+    /// After the answer that ends an HTTP/1.1 connection with the client still sending
+    /// (a body refused before it was read): how long in all what it sends is read and
+    /// discarded, so that closing with unread bytes does not reset the connection before
+    /// the client has read its answer (zero: close at once). nginx's `lingering_time`.
+    pub linger_time: Duration,
+    /// Lingering ends early once the client has sent nothing for this long. nginx's
+    /// `lingering_timeout`.
+    pub linger_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -84,6 +92,10 @@ impl Default for Limits {
             h2_max_frame_size: 16 * 1024,
             h2_keepalive_interval: Duration::from_secs(30),
             h2_keepalive_timeout: Duration::from_secs(10),
+            // nginx's defaults: long enough for a sender to finish uploading a body that
+            // was refused by its declared size, and read the 413.
+            linger_time: Duration::from_secs(30),
+            linger_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -276,6 +288,7 @@ pub(super) fn read_limits(top: &mut MapReader<'_>, errs: &mut Errors) -> Limits 
         ("body_timeout", &mut l.body_timeout),
         ("idle_timeout", &mut l.idle_timeout),
         ("h2_keepalive_timeout", &mut l.h2_keepalive_timeout),
+        ("linger_timeout", &mut l.linger_timeout),
     ] {
         if let Some(d) = read_positive(m.get(key), errs) {
             *slot = d;
@@ -285,6 +298,7 @@ pub(super) fn read_limits(top: &mut MapReader<'_>, errs: &mut Errors) -> Limits 
     for (key, slot) in [
         ("body_min_rate_grace", &mut l.body_min_rate_grace),
         ("h2_keepalive_interval", &mut l.h2_keepalive_interval),
+        ("linger_time", &mut l.linger_time),
     ] {
         if let Some(d) = m
             .get(key)
@@ -325,6 +339,18 @@ pub(super) fn read_limits(top: &mut MapReader<'_>, errs: &mut Errors) -> Limits 
                     "must be shorter than body_timeout ({}), or body_min_rate never applies \
                      (body_min_rate: 0 turns the minimum rate off)",
                     units::format_duration(l.body_timeout)
+                ),
+            );
+        }
+    }
+    // As for the grace above: only a `linger_timeout` set here is held to `linger_time`.
+    if let Some(n) = m.get("linger_timeout") {
+        if !l.linger_time.is_zero() && l.linger_timeout > l.linger_time {
+            n.node().err(
+                errs,
+                format!(
+                    "must not be longer than linger_time ({}), or it never applies",
+                    units::format_duration(l.linger_time)
                 ),
             );
         }

@@ -755,6 +755,62 @@ fn body_rate_connection_age_and_h2_keepalive_have_defaults_zero_turns_them_off()
 }
 
 #[test]
+fn lingering_close_has_nginx_defaults_can_be_set_and_turned_off() {
+    let l = ok(MINIMAL).limits;
+    assert_eq!(l.linger_time, Duration::from_secs(30));
+    assert_eq!(l.linger_timeout, Duration::from_secs(5));
+    let l = ok(&format!(
+        "limits: {{ linger_time: 1m, linger_timeout: 250ms }}\n{MINIMAL}"
+    ))
+    .limits;
+    assert_eq!(l.linger_time, Duration::from_secs(60));
+    assert_eq!(l.linger_timeout, Duration::from_millis(250));
+    // 0s closes at once; a linger_timeout longer than an active linger_time never
+    // applies, which is an error only when it was set (the default one is moot).
+    assert_eq!(
+        ok(&format!("limits: {{ linger_time: 0s }}\n{MINIMAL}"))
+            .limits
+            .linger_time,
+        Duration::ZERO
+    );
+    assert_eq!(
+        ok(&format!(
+            "limits: {{ linger_time: 0s, linger_timeout: 1m }}\n{MINIMAL}"
+        ))
+        .limits
+        .linger_timeout,
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        ok(&format!("limits: {{ linger_time: 2s }}\n{MINIMAL}"))
+            .limits
+            .linger_time,
+        Duration::from_secs(2)
+    );
+    for (yaml, want) in [
+        (
+            "limits: { linger_timeout: 0s }",
+            "limits.linger_timeout: must be more than zero",
+        ),
+        (
+            "limits: { linger_time: 30 }",
+            "limits.linger_time: duration \"30\" needs a unit",
+        ),
+        (
+            "limits: { linger_time: 10s, linger_timeout: 11s }",
+            "limits.linger_timeout: must not be longer than linger_time (10s), or it never \
+             applies",
+        ),
+    ] {
+        let errs = errors(&format!("{yaml}\n{MINIMAL}"));
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "want {want:?}: {errs:?}"
+        );
+    }
+}
+
+#[test]
 fn the_full_hmac_form_reads_every_shape() {
     let c = ok(r#"
 routes:

@@ -48,7 +48,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The most bytes one read takes while a connection waits for its next request, and what
@@ -58,10 +58,8 @@ const FIRST_READ: usize = 16 * 1024;
 const MIN_FIRST_READ: usize = 1024;
 /// Response bodies up to this size go out in the same write as the head.
 const INLINE_BODY: usize = 16 * 1024;
-/// After the answer that closes a connection: how long, and how much, of what the client
-/// still sends is read and discarded before the socket is closed.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1 << 20;
+/// What one read takes while lingering (allocated only then).
+const LINGER_READ: usize = 16 * 1024;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -171,7 +169,8 @@ where
             let resp = ctx.gateway().refuse_head(ctx.peer, e.malformed());
             drop(busy);
             write_response(&mut input.io, resp, false, true, Instant::now()).await?;
-            linger(&mut input.io).await;
+            // Boxed, as below: only a connection that closes holds its state.
+            Box::pin(linger(&mut input.io, limits)).await;
             return Ok(None);
         }
     };
@@ -216,7 +215,9 @@ where
     busy.end_at(at);
     write_response(&mut input.io, resp, head_only, close, at).await?;
     if close {
-        linger(&mut input.io).await;
+        // Boxed: the lingering state (its timer, a read) would otherwise be part of
+        // every request's, and only a connection that closes needs it.
+        Box::pin(linger(&mut input.io, limits)).await;
         return Ok(None);
     }
     Ok(Some(input.buf))
@@ -517,23 +518,30 @@ async fn write_response<S: AsyncWrite + Unpin>(
 }
 
 /// Ends a connection after its last answer: no more writes, then what the client still
-/// sends is read and discarded for a moment (bounded), so that closing with unread
-/// input does not reset the connection before the client has read the answer.
-async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
-    if io.shutdown().await.is_err() {
+/// sends is read and discarded, so that closing with unread input does not reset the
+/// connection (and with it, at the client, the answer not yet read) while the client
+/// is still sending: a sender whose body was refused by its declared size typically
+/// uploads all of it before it reads the 413. Until the client closes, for at most
+/// `linger_time`, and no longer than `linger_timeout` after it last sent something
+/// (nginx's lingering close). It runs within the connection's `idle_timeout`.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, limits: &Limits) {
+    if io.shutdown().await.is_err() || limits.linger_time.is_zero() {
         return;
     }
-    let discard = async {
-        let mut sink = vec![0u8; 4096];
-        let mut total = 0;
-        while total < LINGER_BYTES {
-            match io.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => total += n,
-            }
+    let end = tokio::time::Instant::now() + limits.linger_time;
+    let mut sink = vec![0u8; LINGER_READ];
+    let mut discarded = 0u64;
+    let ended = loop {
+        let quiet = tokio::time::Instant::now() + limits.linger_timeout;
+        match tokio::time::timeout_at(quiet.min(end), io.read(&mut sink)).await {
+            Ok(Ok(0)) => break "the client closed",
+            Ok(Ok(n)) => discarded += n as u64,
+            Ok(Err(_)) => break "a read failed",
+            Err(_) if tokio::time::Instant::now() >= end => break "linger_time",
+            Err(_) => break "linger_timeout",
         }
     };
-    let _ = tokio::time::timeout(LINGER_TIME, discard).await;
+    tracing::debug!(discarded, ended, "lingering close");
 }
 
 #[cfg(test)]
