@@ -483,6 +483,11 @@ impl ConnCtx {
         &self.admitted.shared
     }
 
+    /// Whether the listener is draining (it stopped accepting; connections close).
+    pub(crate) fn draining(&self) -> bool {
+        self.shared().drain.started()
+    }
+
     /// The gateway for a request arriving now: the one the connection started with
     /// while no reload happened (one atomic load), else the current one.
     pub(crate) fn gateway(&self) -> Arc<Gateway> {
@@ -670,9 +675,9 @@ where
                     stopping = true;
                     match proto {
                         Proto::Http2 => true,
-                        // An HTTP/1 connection waiting for its next request closes at once;
-                        // one with a request in progress closes after its answer and keeps
-                        // its deadlines meanwhile.
+                        // An HTTP/1 connection waiting for its next request (or lingering
+                        // after its last answer) closes at once; one with a request in
+                        // progress closes after its answer and keeps its deadlines meanwhile.
                         Proto::Http1 if ctx.track.is_waiting() => return Ok(()),
                         Proto::Http1 => {
                             graceful(conn.as_mut());
@@ -800,7 +805,8 @@ pub struct ConnTrack {
     active: AtomicUsize,
     head_started: AtomicU64,
     idle_since: AtomicU64,
-    /// HTTP/1: the connection waits for the first bytes of its next request.
+    /// HTTP/1: closing the connection now would lose nothing: it waits for the first
+    /// bytes of its next request, or lingers after its last answer.
     waiting: AtomicBool,
     /// HTTP/1: a drain asked the connection to close after its current request.
     closing: AtomicBool,

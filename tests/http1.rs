@@ -385,3 +385,67 @@ async fn lingering_ends_after_linger_timeout_of_quiet_or_linger_time_in_all() {
         gw.stop().await;
     }
 }
+
+/// A drain waits for every connection to close, so a lingering one must not hold it: its
+/// answer is out. One that lingers when the drain starts closes at once, as an idle one
+/// does, however the client trickles (here `linger_time` 30 s against a 10 s grace).
+#[tokio::test]
+async fn a_drain_does_not_wait_for_a_lingering_connection() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&format!("shutdown_grace: 10s\n{}", yaml(&up)), None).await;
+    let mut s = refused_upload(gw.addr, 5_000_000, "").await;
+    let every = Duration::from_millis(100);
+    let refused = trickle_until_refused(&mut s, every, Duration::from_millis(300)).await;
+    assert_eq!(refused, None, "lingering");
+    let trickler =
+        tokio::spawn(
+            async move { trickle_until_refused(&mut s, every, Duration::from_secs(8)).await },
+        );
+    let start = Instant::now();
+    let report = gw.stop().await;
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "the drain took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(report.cut, 0);
+    assert!(
+        trickler.await.unwrap().is_some(),
+        "the connection outlived the drain"
+    );
+}
+
+/// A connection whose request was in flight when the drain started does not begin to
+/// linger after its answer (the drain already asked it to close).
+#[tokio::test]
+async fn a_connection_answered_during_a_drain_does_not_linger() {
+    let up = Upstream::start().await;
+    up.set(200, "ok", Duration::from_millis(800));
+    let gw = Gateway::start(&format!("shutdown_grace: 10s\n{}", yaml(&up)), None).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(&signed_request(b"{\"n\":1}", "Connection: close\r\n"))
+        .await
+        .unwrap();
+    wait_until("the request upstream", Duration::from_secs(5), || {
+        up.received().len() == 1
+    })
+    .await;
+    let start = Instant::now();
+    let stopping = tokio::spawn(gw.stop());
+    let mut pending = Vec::new();
+    let (head, _) = read_response(&mut s, &mut pending).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let refused =
+        trickle_until_refused(&mut s, Duration::from_millis(100), Duration::from_secs(8)).await;
+    assert!(
+        refused.is_some_and(|at| at < Duration::from_secs(1)),
+        "lingered during the drain: {refused:?}"
+    );
+    let report = stopping.await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "the drain took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(report.cut, 0);
+}

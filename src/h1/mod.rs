@@ -170,7 +170,7 @@ where
             drop(busy);
             write_response(&mut input.io, resp, false, true, Instant::now()).await?;
             // Boxed, as below: only a connection that closes holds its state.
-            Box::pin(linger(&mut input.io, limits)).await;
+            Box::pin(linger(&mut input.io, ctx, limits)).await;
             return Ok(None);
         }
     };
@@ -217,7 +217,7 @@ where
     if close {
         // Boxed: the lingering state (its timer, a read) would otherwise be part of
         // every request's, and only a connection that closes needs it.
-        Box::pin(linger(&mut input.io, limits)).await;
+        Box::pin(linger(&mut input.io, ctx, limits)).await;
         return Ok(None);
     }
     Ok(Some(input.buf))
@@ -523,11 +523,16 @@ async fn write_response<S: AsyncWrite + Unpin>(
 /// is still sending: a sender whose body was refused by its declared size typically
 /// uploads all of it before it reads the 413. Until the client closes, for at most
 /// `linger_time`, and no longer than `linger_timeout` after it last sent something
-/// (nginx's lingering close). It runs within the connection's `idle_timeout`.
-async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, limits: &Limits) {
-    if io.shutdown().await.is_err() || limits.linger_time.is_zero() {
+/// (nginx's lingering close). It runs within the connection's `idle_timeout`, and not
+/// during a drain: the answer is out, and a draining server waits for its connections
+/// to close, so one that lingers (already, or when a drain starts) closes at once, as
+/// an idle one does.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, ctx: &ConnCtx, limits: &Limits) {
+    if io.shutdown().await.is_err() || limits.linger_time.is_zero() || ctx.draining() {
         return;
     }
+    // A drain that starts from here on drops the connection (`listener::drive`).
+    ctx.track.set_waiting(true);
     let end = tokio::time::Instant::now() + limits.linger_time;
     let mut sink = vec![0u8; LINGER_READ];
     let mut discarded = 0u64;
