@@ -534,11 +534,14 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, ctx: &ConnCtx, li
     // A drain that starts from here on drops the connection (`listener::drive`).
     ctx.track.set_waiting(true);
     let end = tokio::time::Instant::now() + limits.linger_time;
-    let mut sink = vec![0u8; LINGER_READ];
+    // Read into uninitialised room (not zeroed): most clients have closed already, and
+    // the first read says so.
+    let mut sink = BytesMut::with_capacity(LINGER_READ);
     let mut discarded = 0u64;
     let ended = loop {
         let quiet = tokio::time::Instant::now() + limits.linger_timeout;
-        match tokio::time::timeout_at(quiet.min(end), io.read(&mut sink)).await {
+        sink.clear();
+        match tokio::time::timeout_at(quiet.min(end), io.read_buf(&mut sink)).await {
             Ok(Ok(0)) => break "the client closed",
             Ok(Ok(n)) => discarded += n as u64,
             Ok(Err(_)) => break "a read failed",
