@@ -169,8 +169,7 @@ where
             let resp = ctx.gateway().refuse_head(ctx.peer, e.malformed());
             drop(busy);
             write_response(&mut input.io, resp, false, true, Instant::now()).await?;
-            // Boxed, as below: only a connection that closes holds its state.
-            Box::pin(linger(&mut input.io, ctx, limits)).await;
+            linger(&mut input.io, ctx, limits).await;
             return Ok(None);
         }
     };
@@ -215,9 +214,7 @@ where
     busy.end_at(at);
     write_response(&mut input.io, resp, head_only, close, at).await?;
     if close {
-        // Boxed: the lingering state (its timer, a read) would otherwise be part of
-        // every request's, and only a connection that closes needs it.
-        Box::pin(linger(&mut input.io, ctx, limits)).await;
+        linger(&mut input.io, ctx, limits).await;
         return Ok(None);
     }
     Ok(Some(input.buf))
@@ -527,29 +524,38 @@ async fn write_response<S: AsyncWrite + Unpin>(
 /// during a drain: the answer is out, and a draining server waits for its connections
 /// to close, so one that lingers (already, or when a drain starts) closes at once, as
 /// an idle one does.
-async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, ctx: &ConnCtx, limits: &Limits) {
-    if io.shutdown().await.is_err() || limits.linger_time.is_zero() || ctx.draining() {
-        return;
-    }
-    // A drain that starts from here on drops the connection (`listener::drive`).
-    ctx.track.set_waiting(true);
-    let end = tokio::time::Instant::now() + limits.linger_time;
-    // Read into uninitialised room (not zeroed): most clients have closed already, and
-    // the first read says so.
-    let mut sink = BytesMut::with_capacity(LINGER_READ);
-    let mut discarded = 0u64;
-    let ended = loop {
-        let quiet = tokio::time::Instant::now() + limits.linger_timeout;
-        sink.clear();
-        match tokio::time::timeout_at(quiet.min(end), io.read_buf(&mut sink)).await {
-            Ok(Ok(0)) => break "the client closed",
-            Ok(Ok(n)) => discarded += n as u64,
-            Ok(Err(_)) => break "a read failed",
-            Err(_) if tokio::time::Instant::now() >= end => break "linger_time",
-            Err(_) => break "linger_timeout",
+///
+/// Boxed: its state (a timer, a read) would otherwise be part of every request's, and
+/// only a connection that closes needs it.
+fn linger<'a, S: AsyncRead + AsyncWrite + Unpin + Send>(
+    io: &'a mut S,
+    ctx: &'a ConnCtx,
+    limits: &'a Limits,
+) -> Pin<Box<impl std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        if io.shutdown().await.is_err() || limits.linger_time.is_zero() || ctx.draining() {
+            return;
         }
-    };
-    tracing::debug!(discarded, ended, "lingering close");
+        // A drain that starts from here on drops the connection (`listener::drive`).
+        ctx.track.set_waiting(true);
+        let end = tokio::time::Instant::now() + limits.linger_time;
+        // Read into uninitialised room (not zeroed): most clients have closed already, and
+        // the first read says so.
+        let mut sink = BytesMut::with_capacity(LINGER_READ);
+        let mut discarded = 0u64;
+        let ended = loop {
+            let quiet = tokio::time::Instant::now() + limits.linger_timeout;
+            sink.clear();
+            match tokio::time::timeout_at(quiet.min(end), io.read_buf(&mut sink)).await {
+                Ok(Ok(0)) => break "the client closed",
+                Ok(Ok(n)) => discarded += n as u64,
+                Ok(Err(_)) => break "a read failed",
+                Err(_) if tokio::time::Instant::now() >= end => break "linger_time",
+                Err(_) => break "linger_timeout",
+            }
+        };
+        tracing::debug!(discarded, ended, "lingering close");
+    })
 }
 
 #[cfg(test)]
