@@ -185,13 +185,10 @@ async fn http10_closes_unless_it_asks_for_keep_alive() {
 
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     let mut pending = Vec::new();
-    for _ in 0..2 {
-        s.write_all(&req("Connection: keep-alive\r\n"))
-            .await
-            .unwrap();
-        let (head, _) = read_response(&mut s, &mut pending).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(!head.contains("connection: close"), "{head}");
+    for i in 0..2 {
+        let request = req("Connection: keep-alive\r\n");
+        let what = format!("HTTP/1.0 keep-alive request {i}");
+        expect_kept_alive_200(&mut s, &mut pending, &request, &what).await;
     }
     assert_eq!(up.received().len(), 3);
 }
@@ -263,13 +260,8 @@ async fn requests_of_changing_sizes_on_one_connection_arrive_whole() {
         } else {
             String::new()
         };
-        s.write_all(&signed_request(&body, &extra)).await.unwrap();
-        let (head, _) = read_response(&mut s, &mut pending).await;
-        assert!(
-            head.starts_with("HTTP/1.1 200"),
-            "request {i} ({size} B): {head}"
-        );
-        assert!(!head.contains("connection: close"), "{head}");
+        let what = format!("request {i} ({size} B)");
+        expect_kept_alive_200(&mut s, &mut pending, &signed_request(&body, &extra), &what).await;
         sent.push(body);
     }
     up.assert_bodies(&sent);

@@ -77,13 +77,9 @@ async fn tls_requests_of_changing_sizes_and_pipelined_ones_arrive_whole() {
         .enumerate()
     {
         let b = body(i + 2, size);
-        tls.write_all(&expel_request(SECRET, &b, "")).await.unwrap();
-        let (head, _) = read_response(&mut tls, &mut pending).await;
-        assert!(
-            head.starts_with("HTTP/1.1 200"),
-            "request of {size} B: {head}"
-        );
-        assert!(!head.contains("connection: close"), "{head}");
+        let request = expel_request(SECRET, &b, "");
+        let what = format!("request of {size} B");
+        expect_kept_alive_200(&mut tls, &mut pending, &request, &what).await;
         sent.push(b);
     }
     up.assert_bodies(&sent);

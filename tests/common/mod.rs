@@ -605,6 +605,20 @@ pub fn expel_post(secret: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// Sends `request` on `s` and reads its answer, which must be a 200 that keeps the
+/// connection open; `what` names the request in a failure.
+pub async fn expect_kept_alive_200<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    pending: &mut Vec<u8>,
+    request: &[u8],
+    what: &str,
+) {
+    s.write_all(request).await.unwrap();
+    let (head, _) = read_response(s, pending).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{what}: {head}");
+    assert!(!head.contains("connection: close"), "{head}");
+}
+
 /// Reads one HTTP/1.1 response (head and Content-Length body; a `100 Continue` has none)
 /// from `s` within 5 s, with `pending` holding bytes already read and keeping those
 /// after it; returns the head's text (with its blank line) and the body.
