@@ -44,7 +44,7 @@ async fn tls_setup(tag: &str) -> (Upstream, TempDir, Ca) {
 
 #[tokio::test]
 async fn tls_requests_of_changing_sizes_and_pipelined_ones_arrive_whole() {
-    let (up, _dir, ca, g) = tls_gateway("tls-sizes", &["localhost"]).await;
+    let (up, _dir, ca, g) = tls_gateway("tls-sizes", &["localhost"], "").await;
     let mut tls = pki::connect(
         g.gw.addr,
         ca.client_config(&[b"http/1.1"], None),
@@ -85,13 +85,18 @@ async fn tls_requests_of_changing_sizes_and_pipelined_ones_arrive_whole() {
     up.assert_bodies(&sent);
 }
 
-/// A gateway terminating TLS with a certificate for `names` issued by its own test CA, in
-/// front of the test route; the directory holds its files.
-async fn tls_gateway(tag: &str, names: &[&str]) -> (Upstream, TempDir, Ca, FileGateway) {
+/// A gateway terminating TLS with a certificate for `names` (`server.crt`) issued by its
+/// own test CA, in front of the test route, with `extra` config lines; the directory
+/// holds its files.
+async fn tls_gateway(
+    tag: &str,
+    names: &[&str],
+    extra: &str,
+) -> (Upstream, TempDir, Ca, FileGateway) {
     let (up, dir, ca) = tls_setup(tag).await;
     write_server_pki(&dir, &ca, names, "server");
     let yaml = format!(
-        "tls: {{ cert: {}, key: {} }}\n{}",
+        "tls: {{ cert: {}, key: {} }}\n{extra}{}",
         dir.path("server.crt"),
         dir.path("server.key"),
         route_yaml(&up)
@@ -127,7 +132,7 @@ async fn h2_over(stream: pki::Tls) -> hyper::client::conn::http2::SendRequest<Fu
 
 #[tokio::test]
 async fn tls_serves_http11_and_h2_chosen_by_alpn() {
-    let (up, _dir, ca, g) = tls_gateway("tls-alpn", &["localhost", "127.0.0.1"]).await;
+    let (up, _dir, ca, g) = tls_gateway("tls-alpn", &["localhost", "127.0.0.1"], "").await;
     let addr = g.gw.addr;
 
     let tls = pki::connect(
@@ -284,16 +289,9 @@ async fn client_certificates_are_required_when_configured() {
 
 #[tokio::test]
 async fn certificates_reload_without_dropping_open_connections() {
-    let (up, dir, ca) = tls_setup("tls-reload").await;
-    write_server_pki(&dir, &ca, &["localhost"], "server");
+    let (up, dir, ca, g) =
+        tls_gateway("tls-reload", &["localhost"], "reload: { watch: false }\n").await;
     let first = cert_der(&dir, "server.crt");
-    let yaml = format!(
-        "tls: {{ cert: {}, key: {} }}\nreload: {{ watch: false }}\n{}",
-        dir.path("server.crt"),
-        dir.path("server.key"),
-        route_yaml(&up)
-    );
-    let g = Gateway::start_file(&dir.write("hookgate.yaml", &yaml)).await;
     let addr = g.gw.addr;
     let client = ca.client_config(&[b"http/1.1"], None);
     let tls = pki::connect(addr, client.clone(), "localhost")
